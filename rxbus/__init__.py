@@ -1,0 +1,68 @@
+"""rxbus: a reactive event bus for Python, built on RxPY.
+
+    >>> from rxbus import EventBus
+    >>> with EventBus() as bus:
+    ...     seen = []
+    ...     consumer = bus.subscribe(seen.append, topic="hook.*")
+    ...     _ = bus.publish("hook.tool", {"tool": "Bash"})
+    ...     [e.type for e in seen]
+    ['tool']
+
+The bus and its consumers are imported on first use, so ``import rxbus`` stays cheap for
+short-lived processes such as shell hooks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from rxbus.deadletter import DeadLetter
+from rxbus.errors import (
+    BufferOverflowError,
+    BusClosedError,
+    InvalidTopicError,
+    PayloadError,
+    RxbusError,
+)
+from rxbus.event import Event
+from rxbus.policies import Overflow, RetryPolicy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus.bus import EventBus
+    from rxbus.consumer import Consumer, ConsumerStats
+
+_LAZY = {
+    "EventBus": "rxbus.bus",
+    "Consumer": "rxbus.consumer",
+    "ConsumerStats": "rxbus.consumer",
+}
+
+__all__ = [
+    "BufferOverflowError",
+    "BusClosedError",
+    "Consumer",
+    "ConsumerStats",
+    "DeadLetter",
+    "Event",
+    "EventBus",
+    "InvalidTopicError",
+    "Overflow",
+    "PayloadError",
+    "RetryPolicy",
+    "RxbusError",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rxbus' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

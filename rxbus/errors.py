@@ -1,0 +1,39 @@
+"""Every exception rxbus raises on purpose.
+
+Messages name the offending value and say what would be valid, so a log line alone is enough to
+fix the call that failed.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BufferOverflowError",
+    "BusClosedError",
+    "InvalidTopicError",
+    "PayloadError",
+    "RxbusError",
+]
+
+
+class RxbusError(Exception):
+    """Base class of every rxbus error."""
+
+
+class InvalidTopicError(RxbusError, ValueError):
+    """A topic or topic pattern is malformed.
+
+    A topic is 1..16 dot-separated segments of ``[A-Za-z0-9_-]+``, at most 255 characters; a
+    pattern may also use ``*`` (one segment) and ``**`` (zero or more segments).
+    """
+
+
+class PayloadError(RxbusError, ValueError):
+    """An event field cannot be carried: not JSON-serialisable, of the wrong type, or too large."""
+
+
+class BusClosedError(RxbusError, RuntimeError):
+    """The bus was closed; it accepts no more events or subscriptions."""
+
+
+class BufferOverflowError(RxbusError, RuntimeError):
+    """A bounded consumer queue was full and its overflow policy is ``Overflow.ERROR``."""

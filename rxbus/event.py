@@ -1,0 +1,267 @@
+"""The :class:`Event`: what flows through the bus.
+
+An event is a frozen, slotted dataclass with the fields of the original design::
+
+    >>> e = Event(topic="hook.tool", type="PreToolUse", data={"tool": "Bash"})
+    >>> e.topic, e.type, e.data, e.source, e.metadata, e.correlation_id
+    ('hook.tool', 'PreToolUse', {'tool': 'Bash'}, '', {}, None)
+    >>> Event.from_json(e.to_json()) == e
+    True
+
+``id`` is a 30-character string that sorts by creation time (microseconds since the epoch, then a
+per-process node, then a per-process counter), unique across threads and processes. ``timestamp``
+is timezone-aware UTC. ``data`` and ``metadata`` are plain dicts of JSON values: events are shared
+by every consumer, so treat them as read-only and derive new ones with :meth:`Event.evolve`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from time import time_ns
+from typing import Any
+
+import orjson
+
+from rxbus.errors import PayloadError
+from rxbus.topics import validate_topic
+
+__all__ = ["Event", "new_event_id"]
+
+_FIELDS = ("id", "topic", "type", "timestamp", "source", "data", "metadata", "correlation_id")
+
+
+class _IdSource:
+    """Time-ordered unique ids: ``<13 hex µs><7 hex node><10 hex counter>``.
+
+    The node is random per process and drawn again after ``fork``, so two processes never share
+    a (node, counter) pair in practice; the counter is an ``itertools.count``, whose ``next`` is
+    atomic, so threads never share one.
+    """
+
+    __slots__ = ("counter", "node")
+
+    def __init__(self) -> None:
+        self.node = ""
+        self.counter: itertools.count[int] = itertools.count()
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.node = os.urandom(4).hex()[:7]
+        self.counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+    def next_id(self) -> str:
+        return "%013x%s%010x" % (time_ns() // 1000, self.node, next(self.counter) & 0xFFFFFFFFFF)
+
+
+_ids = _IdSource()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ids.reseed)
+
+
+def new_event_id() -> str:
+    """A new unique event id that sorts by creation time."""
+    return _ids.next_id()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, eq=True)
+class Event:
+    """One event on the bus.
+
+    Args:
+        topic: dot-separated topic, e.g. ``"hook.tool"`` (see :mod:`rxbus.topics`).
+        type: event type, e.g. ``"PreToolUse"``; defaults to the topic's last segment.
+        data: the payload, a dict of JSON values.
+        id: unique id, sortable by creation time; generated when omitted.
+        timestamp: timezone-aware time of creation; generated (UTC) when omitted.
+        source: who produced the event.
+        metadata: a dict of JSON values about the event (not its payload).
+        correlation_id: ties related events together.
+
+    Raises:
+        InvalidTopicError: for a malformed topic.
+        PayloadError: for any other field of the wrong type or not JSON-serialisable.
+    """
+
+    topic: str
+    type: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_event_id)
+    timestamp: datetime = field(default_factory=_now)
+    source: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    correlation_id: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_topic(self.topic)
+        if self.type is None or self.type == "":
+            object.__setattr__(self, "type", self.topic.rpartition(".")[2])
+        _check_str("type", self.type)
+        _check_str("id", self.id)
+        if not self.id:
+            raise PayloadError("id must be a non-empty str, got ''")
+        _check_str("source", self.source)
+        if self.correlation_id is not None:
+            _check_str("correlation_id", self.correlation_id)
+        object.__setattr__(self, "timestamp", _utc("timestamp", self.timestamp))
+        object.__setattr__(self, "data", _json_dict("data", self.data))
+        object.__setattr__(self, "metadata", _json_dict("metadata", self.metadata))
+
+    # -- construction without re-validation (the bus validates before calling this) ----------
+
+    @classmethod
+    def _trusted(
+        cls,
+        topic: str,
+        type: str,
+        data: dict[str, Any],
+        source: str,
+        metadata: dict[str, Any],
+        correlation_id: str | None,
+    ) -> Event:
+        event = _new(cls)
+        _set_topic(event, topic)
+        _set_type(event, type)
+        _set_data(event, data)
+        _set_id(event, _ids.next_id())
+        _set_timestamp(event, datetime.now(UTC))
+        _set_source(event, source)
+        _set_metadata(event, metadata)
+        _set_correlation_id(event, correlation_id)
+        return event
+
+    # -- serialisation -----------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-native dict of every field (the timestamp as an ISO 8601 string)."""
+        return {
+            "id": self.id,
+            "topic": self.topic,
+            "type": self.type,
+            "timestamp": self.timestamp.isoformat(),
+            "source": self.source,
+            "data": self.data,
+            "metadata": self.metadata,
+            "correlation_id": self.correlation_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        """Build an event from :meth:`to_dict` output (or any mapping with the same keys).
+
+        Raises:
+            PayloadError: naming a missing, unknown or malformed field.
+            InvalidTopicError: for a malformed topic.
+        """
+        if not isinstance(d, Mapping):
+            raise PayloadError(f"an event must be a JSON object, got {type(d).__name__}: {d!r:.80}")
+        unknown = set(d) - set(_FIELDS)
+        if unknown:
+            raise PayloadError(
+                f"unknown event field(s) {sorted(map(str, unknown))}; expected some of {list(_FIELDS)}"
+            )
+        if "topic" not in d:
+            raise PayloadError("event field 'topic' is missing")
+        kwargs = dict(d)
+        ts = kwargs.get("timestamp")
+        if isinstance(ts, str):
+            try:
+                kwargs["timestamp"] = datetime.fromisoformat(ts)
+            except ValueError:
+                raise PayloadError(
+                    f"timestamp {ts!r} is not an ISO 8601 time with a UTC offset"
+                ) from None
+        for key in ("data", "metadata"):
+            if kwargs.get(key) is None:
+                kwargs.pop(key, None)
+        for key in ("source", "type"):
+            if key in kwargs and kwargs[key] is None:
+                kwargs.pop(key)
+        if "id" in kwargs and kwargs["id"] is None:
+            kwargs.pop("id")
+        if "timestamp" in kwargs and kwargs["timestamp"] is None:
+            kwargs.pop("timestamp")
+        return cls(**kwargs)
+
+    def to_json(self) -> bytes:
+        """The event as compact JSON bytes (orjson)."""
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, raw: bytes | bytearray | memoryview | str) -> Event:
+        """Parse JSON produced by :meth:`to_json`.
+
+        Raises:
+            PayloadError: for invalid JSON or a malformed event.
+        """
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise PayloadError(f"invalid event JSON ({err}): {bytes(raw)[:80]!r}") from None
+        return cls.from_dict(d)
+
+    def evolve(self, **changes: Any) -> Event:
+        """A copy with ``changes`` applied (validated like a new event); the id is kept."""
+        return dataclasses.replace(self, **changes)
+
+    def _repr_html_(self) -> str:
+        from rxbus.viz import event_html
+
+        return event_html(self)
+
+
+_new = object.__new__
+_set_topic = Event.topic.__set__  # type: ignore[attr-defined]
+_set_type = Event.type.__set__  # type: ignore[attr-defined]
+_set_data = Event.data.__set__  # type: ignore[attr-defined]
+_set_id = Event.id.__set__  # type: ignore[attr-defined]
+_set_timestamp = Event.timestamp.__set__  # type: ignore[attr-defined]
+_set_source = Event.source.__set__  # type: ignore[attr-defined]
+_set_metadata = Event.metadata.__set__  # type: ignore[attr-defined]
+_set_correlation_id = Event.correlation_id.__set__  # type: ignore[attr-defined]
+
+
+def _check_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise PayloadError(f"{name} must be a str, got {type(value).__name__}: {value!r:.80}")
+
+
+def _utc(name: str, value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise PayloadError(f"{name} must be a datetime, got {type(value).__name__}: {value!r:.80}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise PayloadError(f"{name} must be timezone-aware, got naive {value.isoformat()!r}")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _json_dict(name: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        if isinstance(value, Mapping):
+            value = dict(value)
+        else:
+            raise PayloadError(
+                f"{name} must be a dict of JSON values, got {type(value).__name__}: {value!r:.80}"
+            )
+    if value:
+        json_size(name, value)
+    return value  # type: ignore[return-value]
+
+
+def json_size(name: str, value: object) -> int:
+    """Serialise ``value`` with orjson and return its size in bytes.
+
+    Raises:
+        PayloadError: naming ``name`` and the value orjson could not serialise.
+    """
+    try:
+        return len(orjson.dumps(value))
+    except TypeError as err:
+        raise PayloadError(f"{name} is not JSON-serialisable ({err}): {value!r:.80}") from None

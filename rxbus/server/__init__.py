@@ -1,0 +1,1 @@
+"""``rxbus serve``: a bus behind a Socket.IO server, HTTP ingest and a live dashboard."""

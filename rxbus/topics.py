@@ -1,0 +1,161 @@
+"""Topic names and patterns.
+
+A topic is 1..16 dot-separated segments of ``[A-Za-z0-9_-]+``, at most 255 characters:
+``hook.tool``, ``build.error``, ``agent.42.step``.
+
+A pattern is a topic whose segments may also be ``*`` (exactly one segment) or ``**`` (zero or
+more segments)::
+
+    >>> matches("hook.*", "hook.tool"), matches("hook.*", "hook"), matches("hook.**", "hook")
+    (True, False, True)
+    >>> matches("*.error", "build.error"), matches("**", "any.topic.at.all")
+    (True, True)
+
+Patterns compile once to a regular expression and are cached, so matching is a dict lookup and
+one ``fullmatch``. The bus goes further: it resolves every subscribed pattern once per *topic*
+(see :class:`rxbus.bus.EventBus`), so publish cost does not grow with patterns that do not match.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+from rxbus.errors import InvalidTopicError
+
+__all__ = [
+    "MAX_SEGMENTS",
+    "MAX_TOPIC_LENGTH",
+    "compile_pattern",
+    "is_wildcard",
+    "matches",
+    "validate_pattern",
+    "validate_topic",
+]
+
+MAX_TOPIC_LENGTH = 255
+MAX_SEGMENTS = 16
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+_TOPIC = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){0,%d}" % (MAX_SEGMENTS - 1))
+
+# Topics seen valid before; bounded so a stream of unique topics cannot grow it without limit.
+_valid_topics: dict[str, None] = {}
+_VALID_CACHE_LIMIT = 65_536
+
+
+def validate_topic(topic: object) -> str:
+    """Return ``topic`` if it is a valid topic, else raise :class:`InvalidTopicError`.
+
+    Raises:
+        InvalidTopicError: naming the value and the rule it breaks.
+    """
+    if topic in _valid_topics:  # fast path: a str seen before
+        return topic  # type: ignore[return-value]
+    if not isinstance(topic, str):
+        raise InvalidTopicError(f"topic must be a str, got {type(topic).__name__}: {topic!r}")
+    if len(topic) > MAX_TOPIC_LENGTH:
+        raise InvalidTopicError(
+            f"topic {topic[:40]!r}... is {len(topic)} characters; at most {MAX_TOPIC_LENGTH} allowed"
+        )
+    if _TOPIC.fullmatch(topic) is None:
+        raise InvalidTopicError(_explain(topic, allow_wildcards=False))
+    if len(_valid_topics) >= _VALID_CACHE_LIMIT:
+        _valid_topics.clear()
+    _valid_topics[topic] = None
+    return topic
+
+
+def validate_pattern(pattern: object) -> str:
+    """Return ``pattern`` if it is a valid topic pattern, else raise :class:`InvalidTopicError`."""
+    _compiled(pattern)
+    return pattern  # type: ignore[return-value]
+
+
+def is_wildcard(pattern: str) -> bool:
+    """True if ``pattern`` contains ``*`` or ``**`` segments."""
+    return "*" in pattern
+
+
+def compile_pattern(pattern: str) -> Callable[[str], bool]:
+    """Compile ``pattern`` into a predicate on topics.
+
+    Raises:
+        InvalidTopicError: if ``pattern`` is malformed.
+    """
+    regex = _compiled(pattern)
+    if regex is None:
+        return pattern.__eq__  # type: ignore[return-value]
+    fullmatch = regex.fullmatch
+    return lambda topic: fullmatch("." + topic) is not None
+
+
+def matches(pattern: str, topic: str) -> bool:
+    """True if ``topic`` matches ``pattern``.
+
+    Args:
+        pattern: a topic pattern, e.g. ``"hook.*"`` or ``"build.**"``.
+        topic: a concrete topic, e.g. ``"hook.tool"``.
+
+    Raises:
+        InvalidTopicError: if ``pattern`` is malformed.
+    """
+    regex = _compiled(pattern)
+    if regex is None:
+        return pattern == topic
+    return regex.fullmatch("." + topic) is not None
+
+
+@lru_cache(maxsize=4096)
+def _compiled(pattern: object) -> re.Pattern[str] | None:
+    """A regex over ``"." + topic`` for a wildcard pattern, ``None`` for a literal one."""
+    if not isinstance(pattern, str):
+        raise InvalidTopicError(
+            f"topic pattern must be a str, got {type(pattern).__name__}: {pattern!r}"
+        )
+    if len(pattern) > MAX_TOPIC_LENGTH:
+        raise InvalidTopicError(
+            f"topic pattern {pattern[:40]!r}... is {len(pattern)} characters; "
+            f"at most {MAX_TOPIC_LENGTH} allowed"
+        )
+    segments = pattern.split(".")
+    if len(segments) > MAX_SEGMENTS or not all(
+        s in ("*", "**") or _SEGMENT.fullmatch(s) for s in segments
+    ):
+        raise InvalidTopicError(_explain(pattern, allow_wildcards=True))
+    if "*" not in pattern:
+        return None
+    # Each segment is matched with its leading dot, so "**" can stand for zero segments
+    # without leaving a stray separator: "a.**" matches ".a" as well as ".a.b.c".
+    parts = []
+    for segment in segments:
+        if segment == "**":
+            parts.append(r"(?:\.[^.]+)*")
+        elif segment == "*":
+            parts.append(r"\.[^.]+")
+        else:
+            parts.append(r"\." + re.escape(segment))
+    return re.compile("".join(parts))
+
+
+def _explain(value: str, *, allow_wildcards: bool) -> str:
+    kind = "topic pattern" if allow_wildcards else "topic"
+    rule = (
+        "1..16 dot-separated segments of [A-Za-z0-9_-]+"
+        + (", '*' or '**'" if allow_wildcards else "")
+        + f", at most {MAX_TOPIC_LENGTH} characters"
+    )
+    if value == "":
+        return f"{kind} must not be empty; expected {rule}"
+    segments = value.split(".")
+    if len(segments) > MAX_SEGMENTS:
+        return f"{kind} {value!r} has {len(segments)} segments; expected {rule}"
+    for index, segment in enumerate(segments):
+        if allow_wildcards and segment in ("*", "**"):
+            continue
+        if segment == "":
+            return f"{kind} {value!r} has an empty segment at position {index}; expected {rule}"
+        if _SEGMENT.fullmatch(segment) is None:
+            return f"{kind} {value!r} has an invalid segment {segment!r}; expected {rule}"
+    return f"{kind} {value!r} is invalid; expected {rule}"

@@ -1,0 +1,47 @@
+"""Sinks: observers that carry events out of the bus, each owning its own resources.
+
+Imported lazily, so ``import rxbus.sinks`` costs nothing and optional dependencies (redis,
+python-socketio, prometheus_client) are only needed by the sink that uses them::
+
+    from rxbus.sinks import JsonlSink, SQLiteStore
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "LogSink": "rxbus.sinks.log",
+    "ConsoleSink": "rxbus.sinks.console",
+    "JsonlSink": "rxbus.sinks.jsonl",
+    "read_jsonl": "rxbus.sinks.jsonl",
+    "SQLiteStore": "rxbus.sinks.sqlite",
+    "PrometheusExporter": "rxbus.sinks.prometheus",
+    "SocketIOSink": "rxbus.sinks.socketio",
+    "RedisStreamSink": "rxbus.sinks.redis",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus.sinks.console import ConsoleSink
+    from rxbus.sinks.jsonl import JsonlSink, read_jsonl
+    from rxbus.sinks.log import LogSink
+    from rxbus.sinks.prometheus import PrometheusExporter
+    from rxbus.sinks.redis import RedisStreamSink
+    from rxbus.sinks.socketio import SocketIOSink
+    from rxbus.sinks.sqlite import SQLiteStore
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rxbus.sinks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

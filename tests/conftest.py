@@ -1,0 +1,58 @@
+"""Fixtures shared by every test folder.
+
+``require_binary("redis-server")`` skips with a reason on a laptop that lacks the binary, and
+fails under ``CI=true``, where .ci/run must have installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binary(name: str, *alternatives: str) -> str:
+    """The path of the first of ``name``/``alternatives`` on PATH; skip (fail in CI) if none."""
+    for candidate in (name, *alternatives):
+        path = shutil.which(candidate)
+        if path:
+            return path
+    message = f"{name!r} is not installed (needed by this test; .ci/run installs it)"
+    if IN_CI:
+        pytest.fail(f"CI=true: {message}")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def need_binary() -> Callable[..., str]:
+    """``need_binary("redis-server")`` -> path, or skip/fail as :func:`require_binary`."""
+    return require_binary
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def bus() -> Iterator[object]:
+    """A fresh EventBus, closed after the test."""
+    from rxbus import EventBus
+
+    b = EventBus(name="test")
+    try:
+        yield b
+    finally:
+        b.close(timeout=5.0)
