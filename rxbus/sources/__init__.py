@@ -13,7 +13,7 @@ _LAZY = {"redis_stream": "rxbus.sources.redis"}
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rxbus.sources.redis import redis_stream
+    from rxbus.sources.redis import redis_stream  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

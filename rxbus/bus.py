@@ -1,0 +1,741 @@
+"""The :class:`EventBus`.
+
+Publishing resolves the event's topic to a tuple of consumers once, caches it, and calls each
+consumer's ``push``: a dict lookup and a loop, however many patterns are subscribed. Subscribing
+or disposing a consumer clears the cache under the same lock that fills it, so a cache entry is
+never computed from a stale subscription list.
+
+    >>> from rxbus import EventBus
+    >>> bus = EventBus()
+    >>> got = []
+    >>> _ = bus.subscribe(got.append, topic="build.*")
+    >>> _ = bus.publish("build.error", {"code": 2})
+    >>> _ = bus.publish("hook.tool")
+    >>> [e.topic for e in got], bus.metrics()["published"]
+    (['build.error'], 2)
+    >>> bus.close()
+    []
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+import reactivex
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from rxbus.consumer import Consumer, Mode
+from rxbus.deadletter import DeadLetter
+from rxbus.errors import BusClosedError, PayloadError
+from rxbus.event import Event, json_size
+from rxbus.metrics import Counter, LatencyRecorder, MetricsRegistry
+from rxbus.policies import Overflow
+from rxbus.topics import compile_pattern, validate_pattern, validate_topic
+
+__all__ = ["BusStream", "EventBus", "ReplayStore"]
+
+_ROUTE_CACHE_LIMIT = 16_384
+_LATENCY_SAMPLE_MASK = 63  # time one publish in 64 per topic
+
+
+@runtime_checkable
+class ReplayStore(Protocol):
+    """What :meth:`EventBus.replay` reads past events from (e.g. ``rxbus.sinks.SQLiteStore``).
+
+    ``query`` yields events oldest first. A store that writes asynchronously also has
+    ``flush(timeout)``, returning once everything handed to it is queryable.
+    """
+
+    def query(
+        self,
+        pattern: str = "**",
+        since: Any = None,
+        until: Any = None,
+        limit: int | None = None,
+    ) -> Iterable[Event]: ...
+
+
+class _Route:
+    """The consumers of one topic, resolved once, and the topic's publish counter."""
+
+    __slots__ = ("increment", "pushes")
+
+    def __init__(self, pushes: tuple[Callable[[Event], None], ...], counter: Counter) -> None:
+        self.pushes = pushes
+        self.increment = counter.increment
+
+
+class BusStream(Observable[Event]):
+    """A hot stream of the bus's events matching ``pattern``.
+
+    ``pipe`` keeps the operators and ``subscribe`` turns the whole chain into one bus consumer
+    (mode ``sync``), so an exception anywhere in the chain becomes a dead letter and the
+    subscriber keeps receiving later events, as for :meth:`EventBus.subscribe`.
+    """
+
+    def __init__(
+        self,
+        bus: EventBus,
+        pattern: str,
+        operators: tuple[Callable[[Observable[Any]], Observable[Any]], ...] = (),
+    ) -> None:
+        super().__init__()
+        self._bus = bus
+        self._pattern = pattern
+        self._operators = operators
+
+    def pipe(self, *operators: Callable[[Any], Any]) -> Any:  # type: ignore[override]
+        return BusStream(self._bus, self._pattern, self._operators + tuple(operators))
+
+    def subscribe(  # type: ignore[override]
+        self,
+        on_next: abc.ObserverBase[Any] | Callable[[Any], None] | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        on_completed: Callable[[], None] | None = None,
+        *,
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> abc.DisposableBase:
+        if isinstance(on_next, abc.ObserverBase) or hasattr(on_next, "on_next"):
+            observer: Any = on_next
+        else:
+            observer = reactivex.Observer(on_next, on_error, on_completed)
+        return self._bus.subscribe(
+            observer, *self._operators, topic=self._pattern, mode="sync", scheduler=scheduler
+        )
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        return self.subscribe(observer, scheduler=scheduler)
+
+
+class EventBus:
+    """An in-process event bus: topics, isolated consumers, dead letters, metrics and replay.
+
+    Args:
+        name: shown in metrics and logs.
+        history: how many recent events the in-memory ring keeps (0 for none).
+        max_event_bytes: largest serialised ``data`` + ``metadata`` accepted by ``publish``.
+
+    Use as a context manager (``with`` or ``async with``) to close it on exit.
+    """
+
+    def __init__(
+        self, *, name: str = "rxbus", history: int = 1000, max_event_bytes: int = 1_048_576
+    ) -> None:
+        if not isinstance(history, int) or history < 0:
+            raise ValueError(f"history must be an int >= 0, got {history!r}")
+        if not isinstance(max_event_bytes, int) or max_event_bytes < 1:
+            raise ValueError(f"max_event_bytes must be an int >= 1, got {max_event_bytes!r}")
+        self.name = name
+        self.max_event_bytes = max_event_bytes
+        self._closed = False
+        self._lock = threading.RLock()  # guards subscriptions and route resolution
+        self._consumers: tuple[Consumer, ...] = ()
+        self._matchers: dict[str, Callable[[str], bool]] = {}
+        self._routes: dict[str, _Route] = {}
+        self._topic_counters: dict[str, Counter] = {}
+        self._ring: deque[Event] = deque(maxlen=history or 1)
+        self._ring_append: Callable[[Event], None] = self._ring.append if history else _discard
+        self._history = history
+        self._names: set[str] = set()
+        self._retired = {"received": 0, "delivered": 0, "failed": 0, "dropped": 0, "queued": 0}
+        self._dead_count = Counter()
+        self._recent_dead: deque[DeadLetter] = deque(maxlen=1000)
+        self._dead_observers: tuple[abc.ObserverBase[DeadLetter], ...] = ()
+        self._latency = LatencyRecorder("publish")
+        self._registry = MetricsRegistry()
+        self._started = time.monotonic()
+        self._owned_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str | Event,
+        data: dict[str, Any] | None = None,
+        *,
+        type: str | None = None,
+        source: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+    ) -> Event:
+        """Publish an event and return it.
+
+        Safe from any thread and from inside a running asyncio loop. Never raises because of a
+        consumer.
+
+        Args:
+            topic: the topic, or a prebuilt :class:`Event` (then no other argument is allowed).
+            data: the payload, a dict of JSON values.
+            type: defaults to the topic's last segment.
+            source, metadata, correlation_id: see :class:`Event`.
+
+        Raises:
+            InvalidTopicError: for a malformed topic.
+            PayloadError: for a payload that is not JSON-serialisable or exceeds
+                ``max_event_bytes``.
+            BusClosedError: after :meth:`close`.
+        """
+        if self._closed:
+            raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
+        if topic.__class__ is Event:
+            event: Event = topic  # type: ignore[assignment]
+            if data is not None or type or source or metadata or correlation_id:
+                raise TypeError("publish(event) takes no other arguments; use event.evolve()")
+            if event.data or event.metadata:
+                self._check_size(event.data, event.metadata)
+        elif isinstance(topic, Event):
+            event = topic
+            if event.data or event.metadata:
+                self._check_size(event.data, event.metadata)
+        else:
+            validate_topic(topic)
+            if data is None:
+                data = {}
+            elif data.__class__ is not dict and not isinstance(data, dict):
+                raise PayloadError(
+                    f"data must be a dict of JSON values, got {data.__class__.__name__}: "
+                    f"{data!r:.80}"
+                )
+            if metadata is None:
+                metadata = {}
+            elif not isinstance(metadata, dict):
+                raise PayloadError(
+                    f"metadata must be a dict of JSON values, got "
+                    f"{metadata.__class__.__name__}: {metadata!r:.80}"
+                )
+            if data or metadata:
+                self._check_size(data, metadata)
+            if type is None:
+                type = topic[topic.rfind(".") + 1 :]
+            elif type.__class__ is not str:
+                raise PayloadError(f"type must be a str, got {type!r:.80}")
+            if source is None:
+                source = ""
+            elif source.__class__ is not str:
+                raise PayloadError(f"source must be a str, got {source!r:.80}")
+            if correlation_id is not None and correlation_id.__class__ is not str:
+                raise PayloadError(f"correlation_id must be a str, got {correlation_id!r:.80}")
+            event = Event._trusted(topic, type, data, source, metadata, correlation_id)
+        route = self._routes.get(event.topic)
+        if route is None:
+            route = self._resolve(event.topic)
+        self._ring_append(event)
+        if route.increment() & _LATENCY_SAMPLE_MASK:
+            for push in route.pushes:
+                push(event)
+        else:
+            t0 = time.perf_counter_ns()
+            for push in route.pushes:
+                push(event)
+            self._latency.record(time.perf_counter_ns() - t0)
+        return event
+
+    def _check_size(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        size = json_size("data", data) if data else 0
+        if metadata:
+            size += json_size("metadata", metadata)
+        if size > self.max_event_bytes:
+            raise PayloadError(
+                f"event payload is {size} bytes serialised; max_event_bytes of bus "
+                f"{self.name!r} is {self.max_event_bytes}"
+            )
+
+    def _resolve(self, topic: str) -> _Route:
+        with self._lock:
+            route = self._routes.get(topic)
+            if route is not None:
+                return route
+            counter = self._topic_counters.get(topic)
+            if counter is None:
+                counter = self._topic_counters[topic] = Counter()
+            pushes = tuple(c.push for c in self._consumers if self._matchers[c.pattern](topic))
+            route = _Route(pushes, counter)
+            if len(self._routes) >= _ROUTE_CACHE_LIMIT:
+                self._routes = {}
+            self._routes[topic] = route
+            return route
+
+    # -- subscribing ---------------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        sink: Any,
+        *operators: Callable[[Observable[Any]], Observable[Any]],
+        topic: str = "**",
+        mode: Mode = "sync",
+        queue_size: int = 10_000,
+        overflow: Overflow | str = Overflow.BLOCK,
+        name: str | None = None,
+        scheduler: abc.SchedulerBase | None = None,
+    ) -> Consumer:
+        """Subscribe ``sink`` to events matching ``topic``, through ``operators``.
+
+        Args:
+            sink: an observer, a plain callable, or an ``async def`` function (which runs in
+                mode ``"async"``).
+            operators: Rx operators applied in order, as in ``Observable.pipe``.
+            topic: a topic pattern (``"hook.*"``, ``"build.**"``, ``"**"``).
+            mode: ``"sync"`` (publisher's thread), ``"thread"`` (own worker thread) or
+                ``"async"`` (the bus's asyncio loop).
+            queue_size: bound of the queue of a ``thread`` or ``async`` consumer.
+            overflow: what a full queue does (:class:`rxbus.Overflow`).
+            name: unique name; defaults to the sink's name.
+            scheduler: scheduler for time-based operators (default: one that keeps timers on the
+                consumer's thread or loop, serialised with its events).
+
+        Returns:
+            The :class:`Consumer`; ``dispose()`` it to unsubscribe.
+
+        Raises:
+            InvalidTopicError: for a malformed pattern.
+            BusClosedError: after :meth:`close`.
+
+        Example:
+            >>> bus = EventBus()
+            >>> c = bus.subscribe(print, topic="cli.*", mode="thread", name="printer")
+            >>> c.name
+            'printer'
+            >>> _ = bus.close()
+        """
+        validate_pattern(topic)
+        overflow = Overflow.parse(overflow)
+        with self._lock:
+            if self._closed:
+                raise BusClosedError(f"bus {self.name!r} is closed; subscribe refused")
+            unique = self._unique_name(name or _sink_name(sink))
+            consumer = Consumer(
+                self,
+                sink,
+                operators,
+                pattern=topic,
+                mode=mode,
+                queue_size=queue_size,
+                overflow=overflow,
+                name=unique,
+                scheduler=scheduler,
+            )
+            if topic not in self._matchers:
+                self._matchers[topic] = compile_pattern(topic)
+            self._consumers = (*self._consumers, consumer)
+            self._routes = {}
+        return consumer
+
+    def _unique_name(self, base: str) -> str:
+        name, n = base, 1
+        while name in self._names:
+            n += 1
+            name = f"{base}#{n}"
+        self._names.add(name)
+        return name
+
+    def _detach(self, consumer: Consumer) -> None:
+        """Stop routing events to ``consumer`` (it stays in metrics until retired)."""
+        with self._lock:
+            if consumer in self._consumers:
+                self._consumers = tuple(c for c in self._consumers if c is not consumer)
+                self._routes = {}
+
+    def _retire(self, consumer: Consumer) -> None:
+        """Fold a disposed consumer's counts into the bus totals and forget it."""
+        with self._lock:
+            self._detach(consumer)
+            if consumer.name in self._names:
+                self._names.discard(consumer.name)
+                for key, value in consumer.stats.as_dict().items():
+                    if key in self._retired:
+                        self._retired[key] += value
+
+    @property
+    def events(self) -> Observable[Event]:
+        """A hot stream of every event."""
+        return BusStream(self, "**")
+
+    def topic(self, pattern: str) -> Observable[Event]:
+        """A hot stream of the events whose topic matches ``pattern``.
+
+        Raises:
+            InvalidTopicError: for a malformed pattern.
+        """
+        return BusStream(self, validate_pattern(pattern))
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        """The consumers currently subscribed."""
+        return self._consumers
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def _dead_letter(self, letter: DeadLetter) -> None:
+        self._dead_count.increment()
+        self._recent_dead.append(letter)
+        for observer in self._dead_observers:
+            try:
+                observer.on_next(letter)
+            except Exception:  # a dead-letter observer failing must not recurse
+                from loguru import logger
+
+                logger.exception("rxbus: a dead-letter observer raised; ignored")
+
+    @property
+    def dead_letters(self) -> Observable[DeadLetter]:
+        """A hot stream of :class:`~rxbus.DeadLetter`: every failure, overflow error and event
+        left undelivered at close."""
+
+        def subscribe(
+            observer: abc.ObserverBase[DeadLetter], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            with self._lock:
+                self._dead_observers = (*self._dead_observers, observer)
+
+            def remove() -> None:
+                with self._lock:
+                    self._dead_observers = tuple(
+                        o for o in self._dead_observers if o is not observer
+                    )
+
+            return Disposable(remove)
+
+        return Observable(subscribe)
+
+    def recent_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """The most recent dead letters (at most the last 1000), oldest first."""
+        letters = list(self._recent_dead)
+        return letters[-limit:] if limit else []
+
+    # -- history and replay ----------------------------------------------------------------------
+
+    def history(self, pattern: str = "**", limit: int | None = None) -> list[Event]:
+        """Recent events from the in-memory ring matching ``pattern``, oldest first."""
+        events = list(self._ring) if self._history else []
+        if pattern != "**":
+            match = compile_pattern(pattern)
+            events = [e for e in events if match(e.topic)]
+        if limit is not None:
+            events = events[-limit:] if limit else []
+        return events
+
+    def replay(
+        self,
+        pattern: str = "**",
+        *,
+        store: ReplayStore | None = None,
+        since: datetime | str | None = None,
+        live: bool = False,
+    ) -> Observable[Event]:
+        """Past events matching ``pattern``, from the ring or ``store``; then live ones if asked.
+
+        With ``live=True`` the stream continues with events published after the past ones, with
+        no gap and no duplicate at the seam: the live subscription starts first and buffers,
+        the past is read after it (after ``store.flush()``), and an event seen in both is
+        emitted once, in live order.
+
+        Args:
+            pattern: topic pattern.
+            store: a :class:`ReplayStore`; default the in-memory ring.
+            since: only events at or after this time (a datetime, or an event id).
+            live: continue with live events.
+        """
+        validate_pattern(pattern)
+        return Observable(
+            lambda observer, scheduler=None: self._replay(observer, pattern, store, since, live)
+        )
+
+    def _past(self, pattern: str, store: ReplayStore | None, since: Any) -> Iterable[Event]:
+        if store is not None:
+            flush = getattr(store, "flush", None)
+            if callable(flush):
+                flush()
+            return store.query(pattern, since=since)
+        events = self.history(pattern)
+        if since is None:
+            return events
+        if isinstance(since, str):
+            return [e for e in events if e.id >= since]
+        return [e for e in events if e.timestamp >= since]
+
+    def _replay(
+        self,
+        observer: abc.ObserverBase[Event],
+        pattern: str,
+        store: ReplayStore | None,
+        since: Any,
+        live: bool,
+    ) -> abc.DisposableBase:
+        if not live:
+            for event in self._past(pattern, store, since):
+                observer.on_next(event)
+            observer.on_completed()
+            return Disposable()
+        seam = _Seam(observer, self._dead_letter)
+        consumer = self.subscribe(seam, topic=pattern, name=f"replay:{pattern}")
+        seam.name = consumer.name
+        seen = seam.buffered_ids()
+        for event in self._past(pattern, store, since):
+            if event.id not in seen:
+                seam.emit(event)
+        seam.go_live()
+        return consumer
+
+    # -- metrics -------------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        """Counts and latencies, JSON-serialisable.
+
+        Keys: ``name``, ``published``, ``delivered``, ``failed``, ``dropped``, ``dead_lettered``,
+        ``topics`` (per topic ``published``), ``consumers`` (per consumer stats, plus the sink's
+        own ``stats`` under ``sink``), ``publish_latency_ns`` (sampled percentiles),
+        ``measurements`` (from ``rxbus.operators.measure``), ``uptime_s``.
+        """
+        topics = {t: {"published": c.value} for t, c in sorted(self._topic_counters.items())}
+        consumers: dict[str, Any] = {}
+        totals = dict(self._retired)
+        for c in self._consumers:
+            stats = c.stats.as_dict()
+            for key in totals:
+                totals[key] += stats[key]
+            entry: dict[str, Any] = {
+                "topic": c.pattern,
+                "mode": c.mode,
+                **stats,
+                "queue_size": c.queue_size if c.mode != "sync" else None,
+                "overflow": c.overflow.value,
+            }
+            sink_stats = getattr(c.sink, "stats", None)
+            if sink_stats is not None and not callable(sink_stats):
+                try:
+                    entry["sink"] = {k: v for k, v in dict(sink_stats).items()}
+                except (TypeError, ValueError):
+                    pass
+            consumers[c.name] = entry
+        return {
+            "name": self.name,
+            "published": sum(t["published"] for t in topics.values()),
+            "delivered": totals["delivered"],
+            "failed": totals["failed"],
+            "dropped": totals["dropped"],
+            "queued": totals["queued"],
+            "dead_lettered": self._dead_count.value,
+            "topics": topics,
+            "consumers": consumers,
+            "publish_latency_ns": self._latency.snapshot(),
+            "measurements": self._registry.snapshot(),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
+
+    # -- the asyncio loop ------------------------------------------------------------------------
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop ``async`` consumers run on: the one running where the bus was created, else
+        one the bus owns (started on first use, stopped by :meth:`close`)."""
+        if self._loop is not None:
+            return self._loop
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                started = threading.Event()
+                thread = threading.Thread(
+                    target=_run_loop,
+                    args=(loop, started),
+                    name=f"rxbus-loop-{self.name}",
+                    daemon=True,
+                )
+                thread.start()
+                started.wait()
+                self._owned_loop, self._loop_thread, self._loop = loop, thread, loop
+        return self._loop  # type: ignore[return-value]
+
+    # -- shutdown ------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self, timeout: float = 5.0) -> list[DeadLetter]:
+        """Refuse new publishes, drain every consumer, complete every stream.
+
+        Returns:
+            A dead letter for every event that could not be delivered within ``timeout``
+            seconds (also counted as ``dropped`` and sent to :attr:`dead_letters`). Empty when
+            everything was delivered. Calling ``close`` again returns an empty list.
+
+        Raises:
+            RuntimeError: if called on the thread of the bus's own running loop while ``async``
+                consumers have work there; use ``await bus.aclose()`` inside the loop.
+        """
+        with self._lock:
+            if self._closed:
+                return []
+            consumers = self._consumers
+            if (
+                self._loop is not None
+                and self._owned_loop is None
+                and _in_loop(self._loop)
+                and any(c.mode == "async" for c in consumers)
+            ):
+                raise RuntimeError(
+                    "close() would block the loop its async consumers run on; "
+                    "use 'await bus.aclose()' inside the loop"
+                )
+            self._closed = True
+        deadline = time.monotonic() + timeout
+        for c in consumers:
+            c._begin_close()
+        undelivered: list[DeadLetter] = []
+        for c in consumers:
+            if not c._wait_closed(max(0.0, deadline - time.monotonic())):
+                undelivered.extend(
+                    c._abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
+                )
+        self._finish_close()
+        return undelivered
+
+    async def aclose(self, timeout: float = 5.0) -> list[DeadLetter]:
+        """:meth:`close` for code running on the bus's loop: awaits the drain instead of blocking."""
+        with self._lock:
+            if self._closed:
+                return []
+            self._closed = True
+            consumers = self._consumers
+        deadline = time.monotonic() + timeout
+        for c in consumers:
+            c._begin_close()
+        undelivered: list[DeadLetter] = []
+        for c in consumers:
+            while not c._done.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            if not c._done.is_set():
+                undelivered.extend(
+                    c._abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
+                )
+        self._finish_close()
+        return undelivered
+
+    def _finish_close(self) -> None:
+        for observer in self._dead_observers:
+            try:
+                observer.on_completed()
+            except Exception:  # pragma: no cover - an observer failing at completion
+                pass
+        self._dead_observers = ()
+        loop, thread = self._owned_loop, self._loop_thread
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=5)
+            if not thread.is_alive():
+                loop.close()
+
+    def __enter__(self) -> EventBus:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> EventBus:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _repr_html_(self) -> str:
+        from rxbus.viz import bus_html
+
+        return bus_html(self)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<EventBus {self.name!r} {state} consumers={len(self._consumers)}>"
+
+
+class _Seam:
+    """Joins a replay's past and live parts: live events are buffered until the past is out."""
+
+    def __init__(
+        self, observer: abc.ObserverBase[Event], report: Callable[[DeadLetter], None]
+    ) -> None:
+        self._observer = observer
+        self._report = report
+        self._lock = threading.Lock()
+        self._buffer: list[Event] | None = []
+        self.name = "replay"
+
+    def buffered_ids(self) -> set[str]:
+        with self._lock:
+            return {e.id for e in self._buffer or ()}
+
+    def on_next(self, event: Event) -> None:
+        with self._lock:
+            if self._buffer is not None:
+                self._buffer.append(event)
+                return
+        self._observer.on_next(event)
+
+    def on_error(self, error: Exception) -> None:
+        self._observer.on_error(error)
+
+    def on_completed(self) -> None:
+        self.go_live()
+        self._observer.on_completed()
+
+    def emit(self, event: Event) -> None:
+        """Deliver outside the live consumer's own isolation, with the same guarantee."""
+        try:
+            self._observer.on_next(event)
+        except Exception as err:
+            self._report(DeadLetter.capture(event, self.name, err))
+
+    def go_live(self) -> None:
+        while True:
+            with self._lock:
+                pending = self._buffer
+                if not pending:
+                    self._buffer = None
+                    return
+                self._buffer = []
+            for event in pending:
+                self.emit(event)
+
+
+def _discard(_: Event) -> None:
+    return None
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
+    asyncio.set_event_loop(loop)
+    loop.call_soon(started.set)
+    loop.run_forever()
+
+
+def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _sink_name(sink: Any) -> str:
+    name = getattr(sink, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    for attr in ("__qualname__", "__name__"):
+        name = getattr(sink, attr, None)
+        if isinstance(name, str) and name and name != "<lambda>":
+            return name
+    bound_self = getattr(sink, "__self__", None)
+    if bound_self is not None:
+        return f"{type(bound_self).__name__}.{getattr(sink, '__name__', 'call')}"
+    return type(sink).__name__ if not callable(sink) or hasattr(sink, "on_next") else "consumer"
