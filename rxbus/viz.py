@@ -523,7 +523,7 @@ class LiveView:
         if recent < 0:
             raise ValueError(f"recent must be >= 0, got {recent!r}")
         self._bus = None if isinstance(source, Observable) else source
-        stream: Observable[Any] = source if isinstance(source, Observable) else source.events
+        stream = source if isinstance(source, Observable) else getattr(source, "events", None)
         if not isinstance(stream, Observable):
             raise TypeError(f"live() needs an EventBus or an Observable, got {source!r:.80}")
         self.interval = interval
