@@ -205,7 +205,8 @@ class Event:
         try:
             d = orjson.loads(raw)
         except orjson.JSONDecodeError as err:
-            raise PayloadError(f"invalid event JSON ({err}): {bytes(raw)[:80]!r}") from None
+            shown = raw[:80] if isinstance(raw, str) else bytes(raw[:80])
+            raise PayloadError(f"invalid event JSON ({err}): {shown!r}") from None
         return cls.from_dict(d)
 
     def evolve(self, **changes: Any) -> Event:
