@@ -1,0 +1,614 @@
+"""The ``rxbus serve`` application: an EventBus behind Socket.IO, HTTP ingest and a dashboard.
+
+Events arrive by HTTP (``POST /events``) or Socket.IO (``publish``), are validated as a whole
+request, deduplicated by id, published on the bus, stored, and only then acknowledged; a bus
+consumer broadcasts each one to the Socket.IO rooms whose pattern matches its topic. See the
+wire protocol in :mod:`rxbus.server`.
+
+    >>> import asyncio
+    >>> async def main():
+    ...     server = RxbusServer(ServerConfig(port=0, store=None))
+    ...     await server.start()
+    ...     try:
+    ...         return server.url.startswith("http://127.0.0.1:")
+    ...     finally:
+    ...         await server.stop()
+    >>> asyncio.run(main())
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import socketio
+from aiohttp import web
+
+from rxbus.deadletter import DeadLetter
+from rxbus.event import Event
+from rxbus.server.ingest import Rejected, events_from_body, events_from_payload
+from rxbus.topics import compile_pattern, validate_pattern
+
+__all__ = ["RxbusServer", "ServerConfig", "is_loopback"]
+
+log = logging.getLogger("rxbus.server")
+
+STATIC = Path(__file__).with_name("static")
+_SPOOL_INTERVAL = 2.0  # seconds between scans of the local spool while serving
+_DEAD_ROOM = ":dead_letters"  # pattern rooms are "p:<pattern>"; ":" never starts one
+_MAX_MISSED = 1000  # most events a subscribe ack carries
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How ``rxbus serve`` runs.
+
+    Args:
+        host: interface to bind; a non-loopback address needs ``token``.
+        port: TCP port (0 picks a free one; see :attr:`RxbusServer.url`).
+        token: when set, every HTTP request and Socket.IO connection must present it.
+        store: SQLite file for history and cross-restart dedupe; None keeps only memory.
+        max_body: largest HTTP body or Socket.IO message accepted, in bytes.
+        max_event_bytes: largest single event (its JSON), in bytes.
+        spool: directory of events spooled by ``rxbus publish`` to deliver; None for none.
+        history: events the bus keeps in memory for clients when there is no store.
+        dedupe_ids: most event ids remembered in memory for dedupe (older ones are looked up
+            in the store).
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    store: str | None = None
+    max_body: int = 4 * 1024 * 1024
+    max_event_bytes: int = 1_048_576
+    spool: str | None = None
+    history: int = 1000
+    dedupe_ids: int = 1_000_000
+
+    def check(self) -> None:
+        """Refuse unsafe or impossible settings.
+
+        Raises:
+            ValueError: naming the setting, e.g. a non-loopback host without a token.
+        """
+        if not is_loopback(self.host) and not self.token:
+            raise ValueError(
+                f"refusing to bind {self.host!r} without --token: anyone on the network could "
+                "publish; bind 127.0.0.1 or pass --token"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.max_body < 1024:
+            raise ValueError(f"max body must be at least 1024 bytes, got {self.max_body}")
+        if self.max_event_bytes < 1:
+            raise ValueError(f"max event bytes must be >= 1, got {self.max_event_bytes}")
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class _SeenIds:
+    """Event ids accepted so far, oldest evicted first once ``capacity`` is reached."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: dict[str, None] = {}
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, event_id: str) -> None:
+        ids = self._ids
+        ids[event_id] = None
+        if len(ids) > self.capacity:
+            del ids[next(iter(ids))]
+
+
+class RxbusServer:
+    """The server behind ``rxbus serve``; start it inside a running asyncio loop.
+
+    Args:
+        config: see :class:`ServerConfig`.
+        bus: the bus to serve (default: a new ``EventBus``); extra consumers may be attached to
+            it before :meth:`start`. The server closes a bus it created, never one it was given.
+        store: a store object with ``query``/``flush``/``close`` (default: ``SQLiteStore`` at
+            ``config.store``, or none).
+    """
+
+    def __init__(self, config: ServerConfig, *, bus: Any = None, store: Any = None) -> None:
+        config.check()
+        self.config = config
+        self._own_bus = bus is None
+        self._bus = bus
+        self._store = store
+        self._own_store = store is None
+        self._seen = _SeenIds(config.dedupe_ids)
+        self._patterns: dict[str, tuple[int, Callable[[str], bool]]] = {}
+        self._sid_patterns: dict[str, set[str]] = {}
+        self._rooms_by_topic: dict[str, list[str]] = {}
+        self._outbox: asyncio.Queue[tuple[str, Any, Any]] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ingest_lock: asyncio.Lock | None = None
+        self._runner: web.AppRunner | None = None
+        self._port = config.port
+        self.accepted = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.sio = socketio.AsyncServer(
+            async_mode="aiohttp",
+            max_http_buffer_size=config.max_body,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.app = self._build_app()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def bus(self) -> Any:
+        """The served :class:`rxbus.EventBus` (created by :meth:`start` unless given)."""
+        return self._bus
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` the server listens on."""
+        host = self.config.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self._port}"
+
+    async def start(self) -> None:
+        """Open the store, deliver the spool, then listen.
+
+        Raises:
+            OSError: if the address is in use.
+        """
+        loop = asyncio.get_running_loop()
+        self._outbox = asyncio.Queue()
+        self._ingest_lock = asyncio.Lock()
+        if self._store is None and self.config.store:
+            from rxbus.sinks import SQLiteStore
+
+            Path(self.config.store).parent.mkdir(parents=True, exist_ok=True)
+            self._store = SQLiteStore(self.config.store)
+        if self._bus is None:
+            from rxbus import EventBus
+
+            self._bus = EventBus(
+                name="rxbus-serve",
+                history=self.config.history,
+                max_event_bytes=self.config.max_event_bytes,
+            )
+        if self._store is not None:
+            self._bus.subscribe(self._store, mode="sync", name="store")
+        outbox = self._outbox
+        self._bus.subscribe(
+            lambda event: loop.call_soon_threadsafe(outbox.put_nowait, ("event", event, None)),
+            mode="sync",
+            name="socketio-broadcast",
+        )
+        self._dead_subscription = self._bus.dead_letters.subscribe(
+            lambda letter: loop.call_soon_threadsafe(
+                outbox.put_nowait, ("dead_letter", letter, None)
+            )
+        )
+        self._tasks.append(asyncio.create_task(self._broadcast()))
+        if self.config.spool:
+            await self.drain_spool()
+            self._tasks.append(asyncio.create_task(self._watch_spool()))
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or ()
+        if sockets:
+            self._port = sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening, drain the bus into the store, close what the server owns."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        dead = getattr(self, "_dead_subscription", None)
+        if dead is not None:
+            dead.dispose()
+        if self._own_bus and self._bus is not None:
+            await self._bus.aclose()
+        if self._own_store and self._store is not None:
+            store = self._store
+            await asyncio.get_running_loop().run_in_executor(None, store.close)
+
+    # -- ingest: validate all, dedupe, publish, store, then acknowledge -----------------------
+
+    async def ingest(self, events: list[Event]) -> tuple[int, int]:
+        """Publish the events not seen before and wait until they are stored.
+
+        Returns:
+            ``(accepted, duplicates)``.
+        """
+        assert self._ingest_lock is not None, "start() the server first"
+        loop = asyncio.get_running_loop()
+        async with self._ingest_lock:
+            # One request at a time between the dedupe check and the publish, so two requests
+            # carrying the same id cannot both pass the check.
+            fresh = await loop.run_in_executor(None, self._unseen, events)
+            publish = self._bus.publish
+            for event in fresh:
+                publish(event)
+                self._seen.add(event.id)
+        # Duplicates wait too: their first copy may still be on its way to the store, and the
+        # sender deletes its spooled copy once we answer.
+        if events and self._store is not None:
+            await loop.run_in_executor(None, self._store.flush)
+        duplicates = len(events) - len(fresh)
+        self.accepted += len(fresh)
+        self.duplicates += duplicates
+        return len(fresh), duplicates
+
+    def _unseen(self, events: list[Event]) -> list[Event]:
+        """The events whose id is neither remembered nor stored (nor repeated in ``events``)."""
+        fresh: list[Event] = []
+        ids: set[str] = set()
+        get = getattr(self._store, "get", None)
+        for event in events:
+            if event.id in ids or event.id in self._seen:
+                continue
+            # An id from before a restart is found in the store, not in memory.
+            if get is not None and get(event.id) is not None:
+                self._seen.add(event.id)
+                continue
+            ids.add(event.id)
+            fresh.append(event)
+        return fresh
+
+    async def drain_spool(self) -> int:
+        """Deliver the events ``rxbus publish`` spooled while the server was down.
+
+        Returns:
+            How many spooled events were handed over (duplicates included).
+        """
+        from rxbus.spool import Spool
+
+        if not self.config.spool:
+            return 0
+        spool = Spool(self.config.spool)
+        if not spool.pending():
+            return 0
+        loop = asyncio.get_running_loop()
+
+        def send(lines: list[bytes]) -> bool:
+            try:
+                events = events_from_body(
+                    b"\n".join(lines), "application/x-ndjson", self.config.max_event_bytes
+                )
+            except Rejected as err:
+                log.warning("spool %s: batch rejected (%s); kept", spool.directory, err.message)
+                return False
+            asyncio.run_coroutine_threadsafe(self.ingest(events), loop).result()
+            return True
+
+        # The spool blocks on file I/O and flock: run it off the loop, which does the ingest.
+        return await loop.run_in_executor(None, lambda: spool.drain(send))
+
+    async def _watch_spool(self) -> None:
+        while True:
+            await asyncio.sleep(_SPOOL_INTERVAL)
+            try:
+                await self.drain_spool()
+            except Exception:  # pragma: no cover - a bad spool must not stop the server
+                log.exception("draining the spool failed; will retry")
+
+    # -- broadcast ---------------------------------------------------------------------------
+
+    async def _broadcast(self) -> None:
+        assert self._outbox is not None
+        outbox = self._outbox
+        while True:
+            kind, item, _ = await outbox.get()
+            try:
+                if kind == "event":
+                    rooms = self._rooms_for(item.topic)
+                    if rooms:
+                        await self.sio.emit("event", item.to_dict(), to=rooms)
+                else:
+                    await self.sio.emit("dead_letter", _dead_letter_dict(item), to=_DEAD_ROOM)
+            except Exception:  # pragma: no cover - one client's failure must not stop others
+                log.exception("broadcast of %s failed", kind)
+
+    def _rooms_for(self, topic: str) -> list[str]:
+        rooms = self._rooms_by_topic.get(topic)
+        if rooms is None:
+            rooms = [f"p:{p}" for p, (_, match) in self._patterns.items() if match(topic)]
+            if len(self._rooms_by_topic) > 16_384:
+                self._rooms_by_topic.clear()
+            self._rooms_by_topic[topic] = rooms
+        return rooms
+
+    def _join(self, sid: str, pattern: str) -> None:
+        mine = self._sid_patterns.setdefault(sid, set())
+        if pattern in mine:
+            return
+        mine.add(pattern)
+        count, match = self._patterns.get(pattern, (0, None))
+        self._patterns[pattern] = (count + 1, match or compile_pattern(pattern))
+        self._rooms_by_topic.clear()
+
+    def _leave(self, sid: str, pattern: str) -> None:
+        mine = self._sid_patterns.get(sid)
+        if not mine or pattern not in mine:
+            return
+        mine.discard(pattern)
+        count, match = self._patterns[pattern]
+        if count <= 1:
+            del self._patterns[pattern]
+        else:
+            self._patterns[pattern] = (count - 1, match)
+        self._rooms_by_topic.clear()
+
+    # -- history -----------------------------------------------------------------------------
+
+    def history(
+        self, pattern: str, after: str | None = None, limit: int = _MAX_MISSED
+    ) -> list[Event]:
+        """Events matching ``pattern`` that arrived after event ``after``, else the latest.
+
+        Oldest first; at most ``limit``. Reads the store when there is one (arrival order, so an
+        event delivered late from a spool still counts as after ``after``), else the bus's
+        in-memory ring.
+        """
+        if self._store is not None:
+            if after:
+                return list(self._store.query(pattern, since=after, limit=limit))
+            return list(self._store.latest(pattern, limit))
+        events = self._bus.history(pattern)
+        if after:
+            for index, event in enumerate(events):
+                if event.id == after:
+                    return events[index + 1 : index + 1 + limit]
+            return [e for e in events if e.id > after][:limit]
+        return events[-limit:] if limit else []
+
+    # -- the HTTP and Socket.IO surface ------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        # The body limit is enforced by our own handler (to answer with a JSON reason); the
+        # framework's limit sits just above it as a backstop.
+        app = web.Application(
+            client_max_size=self.config.max_body + 1,
+            middlewares=[self._guard],
+        )
+        app.router.add_get("/", self._index)
+        app.router.add_get("/healthz", self._health)
+        app.router.add_post("/events", self._post_events)
+        app.router.add_get("/events", self._get_events)
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/api/stats", self._stats)
+        app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
+        self.sio.attach(app)
+        self.sio.on("connect", self._on_connect)
+        self.sio.on("disconnect", self._on_disconnect)
+        self.sio.on("publish", self._on_publish)
+        self.sio.on("subscribe", self._on_subscribe)
+        self.sio.on("unsubscribe", self._on_unsubscribe)
+        self.sio.on("dead_letters", self._on_dead_letters)
+        return app
+
+    @web.middleware
+    async def _guard(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Token, origin and body-size checks shared by every HTTP route."""
+        origin = request.headers.get("Origin")
+        if origin and origin != f"{request.scheme}://{request.host}":
+            # A page from another site may POST to a loopback server; only our own page may.
+            return _error(403, f"cross-origin request from {origin[:100]!r} refused")
+        # Socket.IO authenticates in its connect handler (browsers cannot set headers on a
+        # WebSocket); everything else needs the bearer token (or the dashboard cookie).
+        if (
+            self.config.token
+            and not request.path.startswith("/socket.io/")
+            and not self._token_ok(request)
+        ):
+            return _error(401, "missing or wrong token; send 'Authorization: Bearer TOKEN'")
+        try:
+            response = await handler(request)
+        except Rejected as err:
+            self.rejected += 1
+            return _error(err.status, err.message)
+        except web.HTTPException as err:
+            if err.status >= 400:
+                return _error(err.status, err.reason)
+            raise
+        if self.config.token and request.path == "/" and "token" in request.query:
+            response.set_cookie(
+                "rxbus_token",
+                self.config.token,
+                httponly=True,
+                samesite="Strict",
+                path="/",
+            )
+        return response
+
+    def _token_ok(self, request: web.Request) -> bool:
+        token = self.config.token or ""
+        header = request.headers.get("Authorization", "")
+        candidates = [
+            header[7:] if header.startswith("Bearer ") else "",
+            request.query.get("token", ""),
+            request.cookies.get("rxbus_token", ""),
+        ]
+        return any(c and hmac.compare_digest(c.encode(), token.encode()) for c in candidates)
+
+    async def _index(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(STATIC / "index.html", headers=_PAGE_HEADERS)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "accepted": self.accepted})
+
+    async def _post_events(self, request: web.Request) -> web.Response:
+        length = request.content_length
+        if length is not None and length > self.config.max_body:
+            raise Rejected(
+                413, f"body is {length} bytes; at most {self.config.max_body} (--max-body)"
+            )
+        body = await request.content.read(self.config.max_body + 1)
+        if len(body) > self.config.max_body or not request.content.at_eof():
+            raise Rejected(413, f"body exceeds {self.config.max_body} bytes (--max-body)")
+        events = events_from_body(body, request.content_type, self.config.max_event_bytes)
+        accepted, duplicates = await self.ingest(events)
+        return web.json_response({"accepted": accepted, "duplicates": duplicates})
+
+    async def _get_events(self, request: web.Request) -> web.Response:
+        pattern = request.query.get("pattern", "**")
+        after = request.query.get("after") or None
+        try:
+            validate_pattern(pattern)
+        except ValueError as err:
+            raise Rejected(400, str(err)) from None
+        limit_text = request.query.get("limit", str(_MAX_MISSED))
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
+            raise Rejected(400, f"limit must be an integer 1..10000, got {limit_text[:40]!r}")
+        loop = asyncio.get_running_loop()
+        events = await loop.run_in_executor(
+            None, lambda: self.history(pattern, after, int(limit_text))
+        )
+        return web.json_response([e.to_dict() for e in events], dumps=_dumps)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        from rxbus.server.metrics import render_prometheus
+
+        try:
+            text = render_prometheus(self._bus.metrics(), self._server_counts())
+        except ImportError:
+            raise Rejected(
+                501, "prometheus_client is not installed: pip install 'rxbus[prometheus]'"
+            ) from None
+        return web.Response(body=text, content_type="text/plain", charset="utf-8")
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        stats = self._bus.metrics()
+        stats["server"] = self._server_counts()
+        return web.json_response(stats, dumps=_dumps)
+
+    def _server_counts(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "clients": sum(1 for _ in self._sid_patterns),
+        }
+
+    # Socket.IO handlers. Each returns its acknowledgement.
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        if self.config.token:
+            given = auth.get("token") if isinstance(auth, dict) else None
+            if not isinstance(given, str) or not hmac.compare_digest(
+                given.encode(), self.config.token.encode()
+            ):
+                raise socketio.exceptions.ConnectionRefusedError("missing or wrong token")
+        self._sid_patterns.setdefault(sid, set())
+
+    async def _on_disconnect(self, sid: str, *_: Any) -> None:
+        for pattern in list(self._sid_patterns.get(sid, ())):
+            self._leave(sid, pattern)
+        self._sid_patterns.pop(sid, None)
+
+    async def _on_publish(self, sid: str, payload: Any = None) -> dict[str, Any]:
+        try:
+            events = events_from_payload(payload, self.config.max_event_bytes)
+        except Rejected as err:
+            self.rejected += 1
+            return {"ok": False, "error": err.message}
+        accepted, duplicates = await self.ingest(events)
+        return {"ok": True, "accepted": accepted, "duplicates": duplicates}
+
+    async def _on_subscribe(self, sid: str, request: Any = None) -> dict[str, Any]:
+        if not isinstance(request, dict):
+            return {"ok": False, "error": "subscribe takes {'pattern': ..., 'last_id': ...}"}
+        pattern = request.get("pattern", "**")
+        last_id = request.get("last_id")
+        history = request.get("history", 0)
+        try:
+            validate_pattern(pattern)
+        except ValueError as err:
+            return {"ok": False, "error": str(err)}
+        if last_id is not None and not isinstance(last_id, str):
+            return {"ok": False, "error": f"last_id must be a string or null, got {last_id!r:.60}"}
+        if not isinstance(history, int) or not 0 <= history <= _MAX_MISSED:
+            return {"ok": False, "error": f"history must be 0..{_MAX_MISSED}, got {history!r:.60}"}
+        # Join before reading the past: an event published in between then arrives twice
+        # (the client drops it by id) rather than not at all.
+        await self.sio.enter_room(sid, f"p:{pattern}")
+        self._join(sid, pattern)
+        if last_id is None and not history:
+            return {"ok": True, "missed": []}
+        loop = asyncio.get_running_loop()
+        missed = await loop.run_in_executor(
+            None, lambda: self.history(pattern, last_id, _MAX_MISSED if last_id else history)
+        )
+        return {"ok": True, "missed": [e.to_dict() for e in missed]}
+
+    async def _on_unsubscribe(self, sid: str, request: Any = None) -> dict[str, Any]:
+        pattern = request.get("pattern") if isinstance(request, dict) else None
+        if not isinstance(pattern, str):
+            return {"ok": False, "error": "unsubscribe takes {'pattern': ...}"}
+        self._leave(sid, pattern)
+        await self.sio.leave_room(sid, f"p:{pattern}")
+        return {"ok": True}
+
+    async def _on_dead_letters(self, sid: str, request: Any = None) -> dict[str, Any]:
+        await self.sio.enter_room(sid, _DEAD_ROOM)
+        letters = self._bus.recent_dead_letters(100)
+        return {"ok": True, "dead_letters": [_dead_letter_dict(d) for d in letters]}
+
+
+_PAGE_HEADERS = {
+    # The page renders event content with textContent only; the policy is a second wall.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self' ws: wss:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _dead_letter_dict(letter: DeadLetter) -> dict[str, Any]:
+    d = letter.to_dict()
+    d.pop("traceback", None)  # the dashboard shows the error line; tracebacks stay in logs
+    return d
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _error(status: int, message: str) -> web.Response:
+    line = " ".join(str(message).split())[:300]
+    return web.json_response({"error": line}, status=status)
