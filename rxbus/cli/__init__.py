@@ -16,7 +16,6 @@ __all__ = ["CliError", "main"]
 # Sub-command modules, in the order ``rxbus --help`` lists them.
 _COMMANDS = (
     "rxbus.cli.demo",
-    "rxbus.cli.bench",
     "rxbus.cli.serve",
     "rxbus.cli.publish",
     "rxbus.cli.bench",
