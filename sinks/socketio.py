@@ -317,13 +317,14 @@ class SocketIOSink:
     @property
     def stats(self) -> dict[str, int]:
         """Counters: ``sent`` (events emitted, resends included), ``acknowledged``, ``resent``,
-        ``rejected``, ``outbox`` (unacknowledged events, memory and spill), ``in_flight``,
-        ``spilled``, ``overflow``, ``connected`` (0/1), ``reconnects``, ``connect_failures``,
+        ``rejected``, ``outbox`` (unacknowledged events, memory and spill), ``in_memory``,
+        ``in_flight``, ``spilled`` (rows in the spill file), ``overflow``, ``connected`` (0/1), ``reconnects``, ``connect_failures``,
         ``ack_timeouts``, ``server_duplicates`` (as reported in acks) and ``abandoned`` (lost at
         close without a spill file)."""
         with self._lock:
             stats = dict(self._counts)
             stats["outbox"] = self._memory + self._spilled_unloaded()
+            stats["in_memory"] = self._memory
             stats["spilled"] = self._spilled
         stats["in_flight"] = sum(len(b.items) for b in list(self._inflight.values()))
         client = self._client
@@ -492,7 +493,12 @@ class SocketIOSink:
                 moved.append(self._intake.popleft())
             if moved:
                 self._spill_write(moved)
+        client = self._client
+        if client is None or not client.connected:
+            return  # nothing to send: leave new events in intake, where they can be spilled
         want = self._batch_size * self._window * 2
+        if self._db is not None:
+            want = min(want, max(1, self._outbox_size // 4))
         if len(self._pending) >= want:
             return
         if self._spilled_unloaded():
