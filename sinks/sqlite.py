@@ -404,6 +404,7 @@ class SQLiteStore:
         until: Since = None,
         limit: int | None = None,
         *,
+        after: str | None = None,
         correlation_id: str | None = None,
     ) -> list[Event]:
         """Stored events whose topic matches ``pattern``, oldest (first stored) first.
@@ -411,11 +412,13 @@ class SQLiteStore:
         Args:
             pattern: a topic pattern (``"hook.*"``, ``"build.**"``).
             since: a timezone-aware ``datetime`` (events with ``timestamp >= since``) or an event
-                id (events stored *after* that event; if it was deleted by retention, events
-                whose id sorts after it, since ids sort by creation time).
+                id (that event and every one stored after it), as for ``bus.replay(since=...)``.
             until: a ``datetime`` (events with ``timestamp < until``) or an event id (events up to
                 and including that one).
             limit: at most this many events (the oldest ones).
+            after: an event id: only events stored after that one (resume after the last one
+                seen). An id no longer stored (deleted by retention) is compared as a string,
+                which for rxbus ids means by creation time.
             correlation_id: only events with this correlation id.
 
         Raises:
@@ -439,7 +442,7 @@ class SQLiteStore:
                     params += [prefix, prefix + "\x7f"]
                 where.append("rxbus_matches(?, topic)")
                 params.append(pattern)
-        for bound, value in (("since", since), ("until", until)):
+        for bound, value in (("since", since), ("until", until), ("after", after)):
             if value is not None:
                 clause, args = self._bound(conn, bound, value)
                 where.append(clause)
@@ -499,6 +502,11 @@ class SQLiteStore:
 
     def _bound(self, conn: sqlite3.Connection, bound: str, value: object) -> tuple[str, list[Any]]:
         lower = bound == "since"
+        if bound == "after":
+            if not isinstance(value, str):
+                raise ValueError(f"after must be an event id (str), got {value!r:.80}")
+            row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
+            return ("seq > ?", [row[0]]) if row is not None else ("id > ?", [value])
         if isinstance(value, datetime):
             if value.tzinfo is None or value.utcoffset() is None:
                 raise ValueError(
@@ -510,8 +518,8 @@ class SQLiteStore:
         if isinstance(value, str):
             row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
             if row is not None:
-                return ("seq > ?" if lower else "seq <= ?"), [row[0]]
-            return ("id > ?" if lower else "id <= ?"), [value]
+                return ("seq >= ?" if lower else "seq <= ?"), [row[0]]
+            return ("id >= ?" if lower else "id <= ?"), [value]
         raise ValueError(
             f"{bound} must be a timezone-aware datetime or an event id (str), "
             f"got {type(value).__name__}: {value!r:.80}"
