@@ -1,0 +1,138 @@
+"""A throwaway ``redis-server`` for tests: a free loopback port, a temp dir, killable, restartable.
+
+Never the system Redis on 6379: every test gets its own server process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port, require_binary
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1.
+
+    Args:
+        binary: path of ``redis-server``.
+        directory: its working dir (AOF and logs live there, so a restart finds them).
+        aof: turn on the append-only file with ``appendfsync always`` (nothing acknowledged is
+            lost when the process is killed).
+    """
+
+    def __init__(self, binary: str, directory: Path, *, aof: bool = False) -> None:
+        self.binary = binary
+        self.directory = directory
+        self.aof = aof
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start (or restart, on the same port and dir) and wait until it answers PING."""
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.directory),
+            "--save", "",
+            "--daemonize", "no",
+            "--logfile", "redis.log",
+            "--appendonly", "yes" if self.aof else "no",
+        ]  # fmt: skip
+        if self.aof:
+            args += ["--appendfsync", "always"]
+        self.process = subprocess.Popen(args, cwd=self.directory, stdin=subprocess.DEVNULL)
+        self.starts += 1
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=2)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                assert self.process is not None
+                if self.process.poll() is not None:
+                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"redis-server exited with {self.process.returncode}: {log}")
+                try:
+                    if client.ping():
+                        return
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                    # ResponseError: LOADING while the AOF is replayed after a restart.
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"redis-server on port {self.port} not ready in {timeout}s")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL the server (no shutdown, no final save) and reap it."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def client(self, **kwargs: Any) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url, **kwargs)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server (no persistence) for one test."""
+    server = RedisServer(require_binary("redis-server"), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_aof_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server with AOF and ``appendfsync always``, killable and restartable."""
+    server = RedisServer(require_binary("redis-server"), tmp_path, aof=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def environ_with(**extra: str) -> dict[str, str]:
+    """This process's environment plus ``extra``, with the repo on PYTHONPATH."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
