@@ -379,7 +379,7 @@ class RxbusServer:
         """
         if self._store is not None:
             if after:
-                return list(self._store.query(pattern, since=after, limit=limit))
+                return list(self._store.query(pattern, after=after, limit=limit))
             return list(self._store.latest(pattern, limit))
         events = self._bus.history(pattern)
         if after:
