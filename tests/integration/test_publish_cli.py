@@ -1,0 +1,179 @@
+"""``rxbus publish`` as a shell hook runs it: a fresh process, against a real ``rxbus serve``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rxbus.event import Event
+from rxbus.spool import Spool
+from tests.conftest import free_port
+from tests.integration.serve_process import ServeProcess, child_env, rxbus_cmd
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def publish(
+    *args: str, stdin: bytes | None = None, url: str, spool: Path, token: str | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    cmd = rxbus_cmd("publish", *args, "--url", url, "--spool", str(spool))
+    if token:
+        cmd += ["--token", token]
+    return subprocess.run(cmd, input=stdin or b"", capture_output=True, env=child_env(), timeout=30)
+
+
+def down_url() -> str:
+    """A loopback URL where nothing listens."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+class TestServerUp:
+    def test_fields_and_data_from_flags(self, tmp_path: Path) -> None:
+        with ServeProcess(tmp_path) as server:
+            result = publish(
+                "hook.tool",
+                "--type",
+                "PreToolUse",
+                "--source",
+                "claude",
+                "--correlation-id",
+                "c-1",
+                "--data",
+                '{"tool": "Bash", "n": 1}',
+                url=server.url,
+                spool=server.spool_dir,
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == b"" and result.stderr == b""
+            [event] = [Event.from_dict(d) for d in server.history("hook.tool")]
+        assert (event.type, event.source, event.correlation_id) == ("PreToolUse", "claude", "c-1")
+        assert event.data == {"tool": "Bash", "n": 1}
+        assert not Spool(server.spool_dir).pending()
+
+    def test_data_from_stdin_and_defaults(self, tmp_path: Path) -> None:
+        with ServeProcess(tmp_path) as server:
+            ok = publish(
+                "hook.stdin", stdin=b'{"k": [1, 2]}\n', url=server.url, spool=server.spool_dir
+            )
+            empty = publish("hook.empty", url=server.url, spool=server.spool_dir)
+            assert ok.returncode == 0 and empty.returncode == 0, (ok.stderr, empty.stderr)
+            [a] = server.history("hook.stdin")
+            [b] = server.history("hook.empty")
+        assert (a["data"], a["type"], a["source"]) == ({"k": [1, 2]}, "stdin", "")
+        assert b["data"] == {}
+
+    def test_token_from_flag(self, tmp_path: Path) -> None:
+        with ServeProcess(tmp_path, token="t0k") as server:
+            result = publish("tok.ok", url=server.url, spool=server.spool_dir, token="t0k")
+            assert result.returncode == 0, result.stderr
+            assert [e["topic"] for e in server.history("tok.*")] == ["tok.ok"]
+
+
+class TestServerDown:
+    def test_spools_and_returns_at_once(self, tmp_path: Path) -> None:
+        """With no server, the event lands in the spool (with its id) and the exit code is 0."""
+        spool = tmp_path / "spool"
+        result = publish("down.one", "--data", '{"n": 1}', url=down_url(), spool=spool)
+        assert result.returncode == 0 and result.stderr == b""
+        [path] = list(spool.glob("*.json"))
+        event = Event.from_json(path.read_bytes())
+        assert (event.topic, event.data, path.stem) == ("down.one", {"n": 1}, event.id)
+
+    def test_next_publish_that_reaches_the_server_delivers_the_spool(self, tmp_path: Path) -> None:
+        """Events spooled while down arrive, in order and once, with the next publish."""
+        server = ServeProcess(tmp_path, args=("--spool", "none"))  # no start-up drain here
+        for n in range(5):
+            assert (
+                publish(
+                    "late.ev",
+                    "--data",
+                    json.dumps({"n": n}),
+                    url=server.url,
+                    spool=server.spool_dir,
+                ).returncode
+                == 0
+            )
+        assert Spool(server.spool_dir).pending() == 5
+        with server:
+            assert server.history("late.*") == []
+            assert (
+                publish(
+                    "late.ev", "--data", '{"n": 5}', url=server.url, spool=server.spool_dir
+                ).returncode
+                == 0
+            )
+            got = [e["data"]["n"] for e in server.history("late.*")]
+        assert sorted(got) == list(range(6)) and len(got) == 6
+        assert Spool(server.spool_dir).pending() == 0
+
+    def test_a_resent_spool_file_is_not_duplicated(self, tmp_path: Path) -> None:
+        """A spool file delivered twice (e.g. the ack was lost) is stored once."""
+        server = ServeProcess(tmp_path)
+        publish("resend.ev", url=server.url, spool=server.spool_dir)
+        [path] = list(server.spool_dir.glob("*.json"))
+        copy = tmp_path / "copy.json"
+        shutil.copy(path, copy)
+        with server:  # start-up drains the spool
+            assert Spool(server.spool_dir).pending() == 0
+            shutil.copy(copy, server.spool_dir / path.name)  # the same event spooled again
+            assert publish("resend.other", url=server.url, spool=server.spool_dir).returncode == 0
+            assert Spool(server.spool_dir).pending() == 0
+        ids = [e.id for e in server.stored() if e.topic == "resend.ev"]
+        assert ids == [path.stem]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("args", "stdin", "needle"),
+        [
+            (("ok.topic",), b'{"broken": ', "stdin is not valid JSON"),
+            (("ok.topic",), b"[1, 2]", "stdin must be a JSON object, got list"),
+            (("ok.topic", "--data", "nope"), b"", "--data is not valid JSON"),
+            (("bad..topic", "--data", "{}"), b"", "'bad..topic'"),
+            (
+                ("ok.topic", "--max-bytes", "100", "--data", json.dumps({"x": "y" * 200})),
+                b"",
+                "at most 100",
+            ),
+        ],
+    )
+    def test_one_line_on_stderr_nonzero_exit_nothing_spooled(
+        self, tmp_path: Path, args: tuple[str, ...], stdin: bytes, needle: str
+    ) -> None:
+        spool = tmp_path / "spool"
+        result = publish(*args, stdin=stdin, url=down_url(), spool=spool)
+        lines = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2
+        assert (
+            len(lines) == 1 and lines[0].startswith("rxbus publish: error:") and needle in lines[0]
+        )
+        assert Spool(spool).pending() == 0
+
+    def test_wrong_token_and_oversize_refused_by_the_server(self, tmp_path: Path) -> None:
+        """The server's 4xx becomes one line and exit 2; the event is not spooled for a retry."""
+        with ServeProcess(tmp_path, token="right", args=("--max-event-bytes", "500")) as server:
+            wrong = publish("tok.x", url=server.url, spool=server.spool_dir, token="wrong")
+            big = publish(
+                "big.x",
+                "--data",
+                json.dumps({"x": "y" * 600}),
+                url=server.url,
+                spool=server.spool_dir,
+                token="right",
+            )
+            good = publish("good.x", url=server.url, spool=server.spool_dir, token="right")
+            topics = [e["topic"] for e in server.history("**")]
+        for result, needle in ((wrong, "401"), (big, "413")):
+            [line] = result.stderr.decode().strip().splitlines()
+            assert result.returncode == 2 and needle in line and "rejected" in line
+        assert good.returncode == 0
+        assert topics == ["good.x"]
+        assert Spool(server.spool_dir).pending() == 0
+
+    def test_bad_url(self, tmp_path: Path) -> None:
+        result = publish("ok.x", url="ftp://nowhere", spool=tmp_path)
+        assert result.returncode == 2 and b"--url must look like" in result.stderr
