@@ -22,6 +22,7 @@ import orjson
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.metrics import Counter
+from rxbus.sinks._batch import DEAD_LETTER_TOPIC
 
 __all__ = ["ConsoleSink"]
 
@@ -84,6 +85,20 @@ class ConsoleSink:
                 "  ",
                 (f"{type(item.error).__name__}: {item.error}", "red"),
                 f"  attempts={item.attempts}",
+            )
+        if item.topic == DEAD_LETTER_TOPIC and isinstance(item.data.get("event"), dict):
+            failed_topic = str(item.data["event"].get("topic", "?"))
+            return Text.assemble(
+                (self._time(item.timestamp), "dim"),
+                "  ",
+                ("DEAD LETTER", "bold red"),
+                "  ",
+                (failed_topic, "red"),
+                "  ",
+                (str(item.data.get("consumer", "")), "bold"),
+                "  ",
+                (str(item.data.get("error", "")), "red"),
+                f"  attempts={item.data.get('attempts', 1)}",
             )
         data = orjson.dumps(item.data).decode()
         if len(data) > self.max_data:

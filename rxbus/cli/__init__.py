@@ -19,6 +19,7 @@ _COMMANDS = (
     "rxbus.cli.serve",
     "rxbus.cli.publish",
     "rxbus.cli.bench",
+    "rxbus.cli.store",
 )
 
 
