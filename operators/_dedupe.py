@@ -52,9 +52,9 @@ def dedupe(
 
     ::
 
-        ---a---b---a---c---b---|
-              dedupe(window=2)          (keeps the keys of the last 2 distinct items)
-        ---a---b-------c---b---|        the second b comes after a, c pushed it out
+        ---a---b---a---c---b---a---|
+              dedupe(window=2)              (remembers the last 2 distinct keys)
+        ---a---b-------c-------a---|        c pushed a out, so the last a passes again
 
     Args:
         key: maps an item to a hashable key (default: ``item.id``).
