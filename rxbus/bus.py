@@ -138,14 +138,14 @@ class EventBus:
         self.max_event_bytes = max_event_bytes
         self._closed = False
         self._lock = threading.RLock()  # guards subscriptions and route resolution
-        self._consumers: tuple[Consumer, ...] = ()
+        self._consumers: tuple[Consumer, ...] = ()  # routed to
+        self._members: dict[str, Consumer] = {}  # not yet retired: in metrics, drained on close
         self._matchers: dict[str, Callable[[str], bool]] = {}
         self._routes: dict[str, _Route] = {}
         self._topic_counters: dict[str, Counter] = {}
         self._ring: deque[Event] = deque(maxlen=history or 1)
         self._ring_append: Callable[[Event], None] = self._ring.append if history else _discard
         self._history = history
-        self._names: set[str] = set()
         self._retired = {"received": 0, "delivered": 0, "failed": 0, "dropped": 0, "queued": 0}
         self._dead_count = Counter()
         self._recent_dead: deque[DeadLetter] = deque(maxlen=1000)
@@ -331,15 +331,15 @@ class EventBus:
             if topic not in self._matchers:
                 self._matchers[topic] = compile_pattern(topic)
             self._consumers = (*self._consumers, consumer)
+            self._members[unique] = consumer
             self._routes = {}
         return consumer
 
     def _unique_name(self, base: str) -> str:
         name, n = base, 1
-        while name in self._names:
+        while name in self._members:
             n += 1
             name = f"{base}#{n}"
-        self._names.add(name)
         return name
 
     def _detach(self, consumer: Consumer) -> None:
@@ -353,8 +353,8 @@ class EventBus:
         """Fold a disposed consumer's counts into the bus totals and forget it."""
         with self._lock:
             self._detach(consumer)
-            if consumer.name in self._names:
-                self._names.discard(consumer.name)
+            if self._members.get(consumer.name) is consumer:
+                del self._members[consumer.name]
                 for key, value in consumer.stats.as_dict().items():
                     if key in self._retired:
                         self._retired[key] += value
@@ -503,7 +503,7 @@ class EventBus:
         topics = {t: {"published": c.value} for t, c in sorted(self._topic_counters.items())}
         consumers: dict[str, Any] = {}
         totals = dict(self._retired)
-        for c in self._consumers:
+        for c in list(self._members.values()):
             stats = c.stats.as_dict()
             for key in totals:
                 totals[key] += stats[key]
@@ -580,7 +580,7 @@ class EventBus:
         with self._lock:
             if self._closed:
                 return []
-            consumers = self._consumers
+            consumers = tuple(self._members.values())
             if (
                 self._loop is not None
                 and self._owned_loop is None
@@ -610,7 +610,7 @@ class EventBus:
             if self._closed:
                 return []
             self._closed = True
-            consumers = self._consumers
+            consumers = tuple(self._members.values())
         deadline = time.monotonic() + timeout
         for c in consumers:
             c._begin_close()

@@ -72,8 +72,6 @@ class _Call:
         self.fn = fn
 
 
-_COMPLETE = object()  # end-of-stream marker in a consumer's control queue
-
 
 def _is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
@@ -188,6 +186,7 @@ class Consumer(abc.DisposableBase):
         self._not_full = threading.Condition(self._cond._lock)  # type: ignore[attr-defined]
         self._queue: deque[Any] = deque()
         self._calls: deque[Any] = deque()
+        self._ending: tuple[str, Exception | None] | None = None
         self._worker: threading.Thread | None = None
         self._waiting = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -402,7 +401,7 @@ class Consumer(abc.DisposableBase):
             )
             self._report(DeadLetter.capture(event, self.name, err))
             self.bus._detach(self)
-            self._post_control(("error", err))
+            self._end_after_queue(("error", err))
             return
         if wake and self._loop is not None:
             self._wake_loop()
@@ -444,7 +443,21 @@ class Consumer(abc.DisposableBase):
             if self.overflow is Overflow.BLOCK:
                 self._not_full.notify()
             return event, False
+        if self._ending is not None:  # completion or error, after everything queued
+            return self._ending, True
         return None, False
+
+    def _end_after_queue(self, ending: tuple[str, Exception | None]) -> None:
+        """Complete (or error) the sink once the queue has drained."""
+        with self._cond:
+            if self._ending is None:
+                self._ending = ending
+            wake = self._waiting
+            self._waiting = False
+            if self._worker is not None:
+                self._cond.notify()
+        if wake and self._loop is not None:
+            self._wake_loop()
 
     def _handle_control(self, item: Any) -> bool:
         """Run a control item; True if the consumer is finished."""
@@ -493,8 +506,6 @@ class Consumer(abc.DisposableBase):
                     cond.wait()
                     item, control = self._take()
             if control:
-                if item is _COMPLETE:
-                    item = ("complete", None)
                 if self._handle_control(item):
                     self._done.set()
                     return
@@ -549,8 +560,6 @@ class Consumer(abc.DisposableBase):
                     await self._wake  # type: ignore[misc]
                     continue
                 if control:
-                    if item is _COMPLETE:
-                        item = ("complete", None)
                     if isinstance(item, tuple) and item[0] == "emit":
                         self._awaiting = [item[1]]
                         await self._drain_awaiting(None)
@@ -629,7 +638,7 @@ class Consumer(abc.DisposableBase):
                 return
             self._accepting = False
             self._not_full.notify_all()
-        self._post_control(_COMPLETE)
+        self._end_after_queue(("complete", None))
 
     def _wait_closed(self, timeout: float) -> bool:
         return self._done.wait(timeout)
