@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise CliError(f"--events must be >= 1, got {args.events}")
     rng = random.Random(args.seed)
-    console = Console(file=sys.stdout, highlight=False)
+    console = Console(file=sys.stdout, highlight=False, width=None if sys.stdout.isatty() else 120)
 
     bus = EventBus(name="demo", history=1000)
     counts: dict[str, int] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -132,7 +133,7 @@ class TestRouting:
         assert (a, b) == ([1, 2], [2, 3])
 
     def test_invalid_pattern_is_refused_at_subscribe(self, bus: EventBus) -> None:
-        with pytest.raises(InvalidTopicError, match="'a..b'"):
+        with pytest.raises(InvalidTopicError, match=re.escape("'a..b'")):
             bus.subscribe(print, topic="a..b")
         with pytest.raises(InvalidTopicError):
             bus.topic("x.***")
