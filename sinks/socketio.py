@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -236,7 +237,12 @@ class SocketIOSink:
         self._memory = 0
         self._spilled = 0
         self._closing = False
+        # True while the loop will look at the intake without a nudge (it is busy, waiting for
+        # acks or disconnected); publishers then skip the cross-thread wake-up, which costs more
+        # than the append itself.
         self._wake_scheduled = False
+        self._spill_at = outbox_size // 2 if spill is not None else sys.maxsize
+        self._spill_nudged = False
         self._counts = dict.fromkeys(
             (
                 "sent",
@@ -299,7 +305,10 @@ class SocketIOSink:
                 return
             self._memory += 1
             self._intake.append(event)
-            if self._wake_scheduled:
+            nudge = not self._wake_scheduled
+            if self._memory > self._spill_at and not self._spill_nudged:
+                self._spill_nudged = nudge = True
+            if not nudge:
                 return
             self._wake_scheduled = True
         self._loop.call_soon_threadsafe(self._wake_up)
@@ -473,14 +482,21 @@ class SocketIOSink:
         assert self._wake is not None
         tick = min(self._ack_timeout / 4, 0.25)
         while not self._stop_requested:
-            with self._lock:
-                self._wake_scheduled = False
             self._wake.clear()
+            with self._lock:
+                self._spill_nudged = False
             self._refill()
             self._expire_timed_out()
             client = self._client
-            if client is not None and client.connected:
+            connected = client is not None and client.connected
+            if connected:
                 await self._send_window(client)
+            hungry = connected and len(self._inflight) < self._window
+            with self._lock:
+                self._wake_scheduled = not hungry
+                more = hungry and bool(self._intake)
+            if more:
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), tick)
 
