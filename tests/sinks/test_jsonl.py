@@ -37,7 +37,7 @@ class TestWriting:
             Event(
                 topic="hook.tool",
                 type="PreToolUse",
-                data={"s": "é\n\"quoted\"", "n": [1, 2.5, None]},
+                data={"s": 'é\n"quoted"', "n": [1, 2.5, None]},
                 source="claude",
                 metadata={"m": True},
                 correlation_id="c",

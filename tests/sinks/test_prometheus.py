@@ -102,11 +102,15 @@ def test_binds_loopback_and_port_zero_picks_one() -> None:
 
 def test_two_exporters_do_not_share_a_registry() -> None:
     """Each exporter has its own registry: two buses in one process never collide."""
-    with EventBus(name="a") as a, EventBus(name="b") as b:
-        with PrometheusExporter(a, port=0) as ea, PrometheusExporter(b, port=0) as eb:
-            a.publish("t.x")
-            assert value(scrape(ea.url), "rxbus_published_total", bus="a", topic="t.x") == 1
-            assert not any(k[0] == "rxbus_published_total" for k in scrape(eb.url))
+    with (
+        EventBus(name="a") as a,
+        EventBus(name="b") as b,
+        PrometheusExporter(a, port=0) as ea,
+        PrometheusExporter(b, port=0) as eb,
+    ):
+        a.publish("t.x")
+        assert value(scrape(ea.url), "rxbus_published_total", bus="a", topic="t.x") == 1
+        assert not any(k[0] == "rxbus_published_total" for k in scrape(eb.url))
 
 
 def test_stops_serving_when_the_bus_closes() -> None:

@@ -190,7 +190,7 @@ class TestQuery:
         assert store.query(correlation_id="run-1") == [a]
 
     def test_bad_pattern_raises(self, store: SQLiteStore) -> None:
-        with pytest.raises(InvalidTopicError, match="a..b"):
+        with pytest.raises(InvalidTopicError, match=r"a\.\.b"):
             store.query("a..b")
 
     def test_naive_datetime_raises_naming_it(self, store: SQLiteStore) -> None:
