@@ -219,6 +219,7 @@ class StreamOptions:
     consumer: str
     manual_ack: bool
     batch_size: int
+    ack_batch: int
     block_ms: int
     claim_idle_ms: int
     claim_interval: float
@@ -245,6 +246,10 @@ def _name(name: str, value: object) -> str:
     return value
 
 
+def _raw_reply(response: Any, **_: Any) -> Any:
+    return response
+
+
 class _Reader:
     """One subscription: a thread reading the group and emitting to one observer."""
 
@@ -254,6 +259,8 @@ class _Reader:
         self.observer = observer
         self.stop = threading.Event()
         self.client: redis.Redis = connect(opts.url)
+        # redis-py drops the cursor of XAUTOCLAIM ... JUSTID; keep the raw reply.
+        self.client.set_response_callback("XAUTOCLAIM", _raw_reply)
         # (entry id, event id) pairs handled and waiting for the next XACK round trip.
         self.acks: deque[tuple[bytes, str]] = deque()
         self.ack_lock = threading.Lock()
@@ -315,7 +322,13 @@ class _Reader:
                         # restarted): recreate it and read on.
                         group_ready = False
                         continue
-                    self.observer.on_error(err)
+                    logger.opt(exception=err).error(
+                        "rxbus redis_stream {}/{} stopped", opts.stream, opts.consumer
+                    )
+                    try:
+                        self.observer.on_error(err)
+                    except Exception:  # a subscriber without on_error re-raises: logged above
+                        pass
                     return
             self.flush_acks_quietly()
         finally:
@@ -343,35 +356,48 @@ class _Reader:
         )  # fmt: skip
         if not pending:
             return b"-", False
-        counts: dict[bytes, int] = {p["message_id"]: int(p["times_delivered"]) + 1 for p in pending}
-        ids: list[Any] = list(counts)
-        entries = self.client.xclaim(
-            opts.stream, opts.group, opts.consumer, min_idle_time=0, message_ids=ids
-        )
-        self.stats.add("recovered", len(entries))
-        self.handle(entries, counts)
-        last = ids[-1]
-        return b"(" + last, len(pending) == opts.batch_size
+        self.stats.add("recovered", len(pending))
+        self.redeliver([(p["message_id"], int(p["times_delivered"])) for p in pending])
+        return b"(" + pending[-1]["message_id"], len(pending) == opts.batch_size
 
     def claim(self, cursor: bytes) -> bytes:
-        """Claim one page of entries idle longer than ``claim_idle``; returns the next cursor."""
+        """Claim one page of entries idle longer than ``claim_idle``; returns the next cursor.
+
+        ``JUSTID`` takes ownership without counting a delivery; :meth:`redeliver` then counts
+        each entry only when it is really handed out.
+        """
         opts = self.opts
-        reply: Any = self.client.xautoclaim(
-            opts.stream, opts.group, opts.consumer, opts.claim_idle_ms,
-            start_id=cursor, count=opts.batch_size,
+        reply: Any = self.client.execute_command(
+            "XAUTOCLAIM", opts.stream, opts.group, opts.consumer, opts.claim_idle_ms, cursor,
+            "COUNT", opts.batch_size, "JUSTID",
         )  # fmt: skip
-        next_cursor, entries = reply[0], reply[1]
-        entries = [e for e in entries if e[0] is not None]
-        if entries:
-            # XAUTOCLAIM does not return delivery counts; read them for the claimed range.
+        next_cursor, ids = reply[0], reply[1]
+        if ids:
             pending: list[dict[str, Any]] = self.client.xpending_range(
-                opts.stream, opts.group, min=entries[0][0], max=entries[-1][0],
-                count=len(entries) + 16, consumername=opts.consumer,
+                opts.stream, opts.group, min=ids[0], max=ids[-1], count=len(ids) + 16,
+                consumername=opts.consumer,
             )  # fmt: skip
-            counts: dict[bytes, int] = {p["message_id"]: int(p["times_delivered"]) for p in pending}
-            self.stats.add("claimed", len(entries))
-            self.handle(entries, counts)
+            counts = {p["message_id"]: int(p["times_delivered"]) for p in pending}
+            self.stats.add("claimed", len(ids))
+            self.redeliver([(i, counts.get(i, 1)) for i in ids])
         return bytes(next_cursor)
+
+    def redeliver(self, pending: list[tuple[bytes, int]]) -> None:
+        """Hand out entries that were delivered before, one at a time, acking each at once.
+
+        Each entry's delivery count goes up (``XCLAIM``) only as it is handed out, so when a
+        poison entry crashes the process, the entries behind it are not charged for it.
+        """
+        opts = self.opts
+        for entry_id, delivered in pending:
+            if self.stop.is_set():
+                return
+            entries = self.client.xclaim(
+                opts.stream, opts.group, opts.consumer, min_idle_time=0, message_ids=[entry_id]
+            )
+            # A trimmed entry comes back empty (Redis drops it from the pending list).
+            self.handle(entries, {entry_id: delivered + 1})
+            self.flush_acks()
 
     def read_new(self) -> None:
         opts = self.opts
@@ -422,6 +448,9 @@ class _Reader:
                 )
                 continue
             self.emit(entry_id, event, deliveries)
+            if len(self.acks) >= opts.ack_batch:
+                # Ack as we go: a crash then redelivers at most ack_batch handled entries.
+                self.flush_acks()
 
     def emit(self, entry_id: bytes, event: Event, deliveries: int) -> None:
         self.stats.add("delivered")
@@ -593,6 +622,7 @@ def redis_stream(
     *,
     manual_ack: Literal[False] = False,
     batch_size: int = ...,
+    ack_batch: int = ...,
     block: float = ...,
     claim_idle: float = ...,
     claim_interval: float = ...,
@@ -616,6 +646,7 @@ def redis_stream(
     *,
     manual_ack: Literal[True],
     batch_size: int = ...,
+    ack_batch: int = ...,
     block: float = ...,
     claim_idle: float = ...,
     claim_interval: float = ...,
@@ -638,6 +669,7 @@ def redis_stream(
     *,
     manual_ack: bool = False,
     batch_size: int = 500,
+    ack_batch: int = 100,
     block: float = 0.2,
     claim_idle: float = 30.0,
     claim_interval: float = 5.0,
@@ -664,7 +696,10 @@ def redis_stream(
         consumer: this consumer's name, unique within the group and stable across restarts (so
             a restarted consumer re-reads its own pending entries first).
         manual_ack: emit :class:`Delivery` objects and wait for ``.ack()``.
-        batch_size: entries per ``XREADGROUP``/``XAUTOCLAIM`` call.
+        batch_size: entries per ``XREADGROUP``/``XAUTOCLAIM`` call. Keep ``batch_size`` times
+            your handling time below ``claim_idle``, or peers claim the tail of a slow batch.
+        ack_batch: handled entries acknowledged per round trip (also sent at the end of each
+            batch): a crash redelivers at most this many handled-but-unacknowledged entries.
         block: seconds one ``XREADGROUP`` waits for new entries (also bounds how long disposal
             and manual acks wait).
         claim_idle: seconds an entry must sit unacknowledged before any consumer may claim it;
@@ -699,6 +734,8 @@ def redis_stream(
     _name("consumer", consumer)
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not isinstance(ack_batch, int) or isinstance(ack_batch, bool) or ack_batch < 1:
+        raise ValueError(f"ack_batch must be an int >= 1, got {ack_batch!r}")
     if not isinstance(max_deliveries, int) or isinstance(max_deliveries, bool):
         raise ValueError(f"max_deliveries must be an int >= 1, got {max_deliveries!r}")
     if max_deliveries < 1:
@@ -721,6 +758,7 @@ def redis_stream(
         consumer=consumer,
         manual_ack=bool(manual_ack),
         batch_size=batch_size,
+        ack_batch=ack_batch,
         block_ms=max(1, int(block * 1000)),
         claim_idle_ms=int(claim_idle * 1000),
         claim_interval=float(claim_interval),
