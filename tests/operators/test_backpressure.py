@@ -88,28 +88,35 @@ def test_error_policy_ends_after_queued_items() -> None:
     assert not subject.observers, "the source subscription was disposed"
 
 
-def test_terminal_notifications_come_after_queued_items(scheduler: TestScheduler) -> None:
+def terminal_after_items(terminal: str) -> list[object]:
+    """Feed 1, 2 and a terminal notification in one action; return what downstream saw."""
+    clock = TestScheduler()
+    subject: Subject[int] = Subject()
+    log: list[object] = []
+
+    def feed(_: abc.SchedulerBase, __: object = None) -> None:
+        subject.on_next(1)
+        subject.on_next(2)
+        if terminal == "completed":
+            subject.on_completed()
+        else:
+            subject.on_error(RuntimeError("end"))
+
+    clock.schedule_absolute(210, feed)
+    subject.pipe(ops.backpressure(10)).subscribe(
+        log.append,
+        lambda e: log.append(f"error {e}"),
+        lambda: log.append("done"),
+        scheduler=clock,
+    )
+    clock.start()
+    return log
+
+
+def test_terminal_notifications_come_after_queued_items() -> None:
     """Completion queued behind items is delivered after them; likewise an error."""
-    for terminal in ("completed", "error"):
-        clock = TestScheduler()
-        subject: Subject[int] = Subject()
-        log: list[object] = []
-
-        def feed(_: abc.SchedulerBase, __: object = None, terminal: str = terminal) -> None:
-            subject.on_next(1)
-            subject.on_next(2)
-            if terminal == "completed":
-                subject.on_completed()
-            else:
-                subject.on_error(RuntimeError("end"))
-
-        clock.schedule_absolute(210, feed)
-        subject.pipe(ops.backpressure(10)).subscribe(
-            log.append, lambda e: log.append(f"error {e}"), lambda: log.append("done"),
-            scheduler=clock,
-        )
-        clock.start()
-        assert log == [1, 2, "done" if terminal == "completed" else "error end"]
+    assert terminal_after_items("completed") == [1, 2, "done"]
+    assert terminal_after_items("error") == [1, 2, "error end"]
 
 
 def test_marble_timing_is_kept_when_not_overflowing(scheduler: TestScheduler) -> None:
@@ -238,11 +245,13 @@ def test_real_threads_drop_policy_counts_add_up() -> None:
     finally:
         timer.stop()
     assert len(received) + len(dropped) == 15_000
-    assert sorted(received + dropped) == sorted(k * 10_000 + i for k in range(3) for i in range(5_000))
+    assert sorted(received + dropped) == sorted(
+        k * 10_000 + i for k in range(3) for i in range(5_000)
+    )
 
 
 @pytest.mark.parametrize(("capacity", "overflow"), [(0, "block"), (2.5, "block"), (3, "spill")])
 def test_bad_arguments(capacity, overflow) -> None:
     """Bad capacity or overflow names fail at once."""
-    with pytest.raises(ValueError, match="capacity|overflow"):
+    with pytest.raises(ValueError, match=r"capacity|overflow"):
         ops.backpressure(capacity, overflow)

@@ -193,7 +193,9 @@ def test_ten_thousand_size_batches_on_asyncio_start_no_thread() -> None:
         out: list[list[int]] = []
         done = asyncio.Event()
         reactivex.from_iterable(range(50_000)).pipe(ops.batch(seconds=60, max_size=5)).subscribe(
-            out.append, on_completed=done.set, scheduler=AsyncIOScheduler(asyncio.get_running_loop())
+            out.append,
+            on_completed=done.set,
+            scheduler=AsyncIOScheduler(asyncio.get_running_loop()),
         )
         await done.wait()
         return out
@@ -206,7 +208,13 @@ def test_ten_thousand_size_batches_on_asyncio_start_no_thread() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "max_size", "match"),
-    [(0, 5, "seconds"), (-1, 5, "seconds"), (1, 0, "max_size"), (1, 2.5, "max_size"), (None, None, "neither")],
+    [
+        (0, 5, "seconds"),
+        (-1, 5, "seconds"),
+        (1, 0, "max_size"),
+        (1, 2.5, "max_size"),
+        (None, None, "neither"),
+    ],
 )
 def test_bad_arguments_raise_naming_them(seconds, max_size, match: str) -> None:
     """Non-positive sizes or times, or neither limit, fail at once."""

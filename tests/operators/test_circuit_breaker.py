@@ -40,7 +40,11 @@ def test_full_cycle_closed_open_half_open_closed(
     service = Service(scheduler)
     changes: list[tuple[CircuitState, CircuitState]] = []
     breaker = ops.circuit_breaker(
-        service, 2, 10.0, dead_letters=letters.append, on_state_change=lambda a, b: changes.append((a, b))
+        service,
+        2,
+        10.0,
+        dead_letters=letters.append,
+        on_state_change=lambda a, b: changes.append((a, b)),
     )
     xs = scheduler.create_hot_observable(
         on_next(210, 1),
@@ -166,5 +170,5 @@ def test_state_is_shared_across_resubscriptions(scheduler: TestScheduler, letter
 @pytest.mark.parametrize(("threshold", "timeout"), [(0, 1.0), (1.5, 1.0), (1, 0), (1, -2)])
 def test_bad_arguments(threshold, timeout) -> None:
     """Non-positive thresholds or timeouts fail at once, naming the argument."""
-    with pytest.raises(ValueError, match="failure_threshold|recovery_timeout"):
+    with pytest.raises(ValueError, match=r"failure_threshold|recovery_timeout"):
         ops.circuit_breaker(str, threshold, timeout)

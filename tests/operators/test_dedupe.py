@@ -45,7 +45,11 @@ def test_key_function_and_count_window(scheduler: TestScheduler) -> None:
 def test_ttl_forgets_keys_in_virtual_time(scheduler: TestScheduler) -> None:
     """With ttl=10 a key seen at 210 is a duplicate at 219 and new again at 220."""
     xs = scheduler.create_hot_observable(
-        on_next(210, "a"), on_next(219, "a"), on_next(220, "a"), on_next(225, "a"), on_completed(300)
+        on_next(210, "a"),
+        on_next(219, "a"),
+        on_next(220, "a"),
+        on_next(225, "a"),
+        on_completed(300),
     )
     result = scheduler.start(lambda: xs.pipe(ops.dedupe(ttl=10.0)))
     assert [m.time for m in result.messages] == [210, 220, 300]
@@ -55,9 +59,9 @@ def test_memory_is_bounded_by_window() -> None:
     """100,000 distinct keys through window=1000 keep the set small: later repeats of early
     keys pass again (they were forgotten), recent ones do not."""
     out: list[int] = []
-    reactivex.from_iterable(list(range(100_000)) + [0, 99_999]).pipe(
-        ops.dedupe(window=1000)
-    ).subscribe(out.append)
+    reactivex.from_iterable([*range(100_000), 0, 99_999]).pipe(ops.dedupe(window=1000)).subscribe(
+        out.append
+    )
     assert len(out) == 100_001 and out[-1] == 0
 
 
@@ -96,6 +100,5 @@ def test_error_dispose_resubscribe(scheduler: TestScheduler) -> None:
 @pytest.mark.parametrize(("window", "ttl"), [(0, None), (1.5, None), (10, 0), (10, -1.0)])
 def test_bad_arguments(window, ttl) -> None:
     """Bad window or ttl fails at once, naming it."""
-    with pytest.raises(ValueError, match="window|ttl"):
+    with pytest.raises(ValueError, match=r"window|ttl"):
         ops.dedupe(window=window, ttl=ttl)
-

@@ -31,9 +31,15 @@ def test_adds_metadata_and_keeps_identity_fields(scheduler: TestScheduler) -> No
     result = scheduler.start(lambda: xs.pipe(ops.enrich(host="ci-7", region="eu")))
     out = result.messages[0].value.value
     assert isinstance(out, Event) and out is not ev
-    assert (out.id, out.topic, out.type, out.timestamp, out.data, out.source, out.correlation_id) == (
-        ev.id, ev.topic, ev.type, ev.timestamp, ev.data, ev.source, ev.correlation_id
-    )
+    assert (
+        out.id,
+        out.topic,
+        out.type,
+        out.timestamp,
+        out.data,
+        out.source,
+        out.correlation_id,
+    ) == (ev.id, ev.topic, ev.type, ev.timestamp, ev.data, ev.source, ev.correlation_id)
     assert out.metadata == {"host": "ci-7", "run": 3, "region": "eu"}
     assert ev.metadata == {"host": "old", "run": 3}, "the shared input event is not mutated"
     assert Event.from_json(out.to_json()) == out

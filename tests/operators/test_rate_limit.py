@@ -20,7 +20,11 @@ def test_drop_mode_drops_above_the_rate(scheduler: TestScheduler) -> None:
     """At 0.2/s with burst 1: a passes, b and c (too soon) are dropped, d (6 s later) passes."""
     dropped: list[str] = []
     xs = scheduler.create_hot_observable(
-        on_next(210, "a"), on_next(211, "b"), on_next(214, "c"), on_next(216, "d"), on_completed(220)
+        on_next(210, "a"),
+        on_next(211, "b"),
+        on_next(214, "c"),
+        on_next(216, "d"),
+        on_completed(220),
     )
     result = scheduler.start(
         lambda: xs.pipe(ops.rate_limit(0.2, mode="drop", on_drop=dropped.append))
@@ -48,7 +52,11 @@ def test_burst_lets_that_many_through_back_to_back(scheduler: TestScheduler) -> 
     xs = scheduler.create_hot_observable(*[on_next(210, i) for i in range(5)], on_completed(211))
     result = scheduler.start(lambda: xs.pipe(ops.rate_limit(1.0, mode="delay", burst=3)))
     assert [(m.time, m.value.value) for m in result.messages[:-1]] == [
-        (210, 0), (210, 1), (210, 2), (211, 3), (212, 4)
+        (210, 0),
+        (210, 1),
+        (210, 2),
+        (211, 3),
+        (212, 4),
     ]
 
 
@@ -57,9 +65,7 @@ def test_delay_mode_bounds_the_queue(scheduler: TestScheduler) -> None:
     dropped: list[int] = []
     xs = scheduler.create_hot_observable(*[on_next(210, i) for i in range(6)], on_completed(211))
     result = scheduler.start(
-        lambda: xs.pipe(
-            ops.rate_limit(1.0, mode="delay", max_pending=2, on_drop=dropped.append)
-        )
+        lambda: xs.pipe(ops.rate_limit(1.0, mode="delay", max_pending=2, on_drop=dropped.append))
     )
     assert [m.value.value for m in result.messages[:-1]] == [0, 1, 2]
     assert dropped == [3, 4, 5]
@@ -90,8 +96,13 @@ def test_resubscription_gets_a_full_bucket(scheduler: TestScheduler) -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"per_second": 0}, {"per_second": -1}, {"per_second": 1, "mode": "queue"},
-     {"per_second": 1, "burst": 0}, {"per_second": 1, "max_pending": 0}],
+    [
+        {"per_second": 0},
+        {"per_second": -1},
+        {"per_second": 1, "mode": "queue"},
+        {"per_second": 1, "burst": 0},
+        {"per_second": 1, "max_pending": 0},
+    ],
 )
 def test_bad_arguments(kwargs) -> None:
     """Bad rates, modes, bursts or queue bounds fail at once, naming them."""

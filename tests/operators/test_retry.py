@@ -126,7 +126,9 @@ def test_exceptions_outside_retry_on_are_dead_lettered_at_once(
     handler = Flaky(scheduler, {"a": 1}, exc=ValueError)
     policy = RetryPolicy(max_attempts=5, initial_delay=1, retry_on=(ConnectionError,))
     xs = scheduler.create_hot_observable(on_next(210, "a"), on_completed(250))
-    result = scheduler.start(lambda: xs.pipe(ops.retry(handler, policy, dead_letters=letters.append)))
+    result = scheduler.start(
+        lambda: xs.pipe(ops.retry(handler, policy, dead_letters=letters.append))
+    )
     assert handler.calls == [("a", 210)]
     assert [(d.event, d.attempts, type(d.error)) for d in letters] == [("a", 1, ValueError)]
     assert result.messages == [on_completed(250)]

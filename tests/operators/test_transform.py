@@ -29,7 +29,9 @@ def test_emits_results_and_dead_letters_failures(
     xs = scheduler.create_hot_observable(
         on_next(210, 1), on_next(220, 0), on_next(230, 4), on_completed(240)
     )
-    result = scheduler.start(lambda: xs.pipe(ops.transform(twelve_over, dead_letters=letters.append)))
+    result = scheduler.start(
+        lambda: xs.pipe(ops.transform(twelve_over, dead_letters=letters.append))
+    )
     assert result.messages == [on_next(210, 12), on_next(230, 3), on_completed(240)]
     assert [(d.event, type(d.error), d.consumer) for d in letters] == [
         (0, ZeroDivisionError, "transform")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import reactivex
 import pytest
+import reactivex
 from reactivex import operators as rx
 from reactivex.testing import ReactiveTest, TestScheduler
 
