@@ -70,6 +70,18 @@ def _packet_class() -> type:
     return type("_OrjsonPacket", (packet.Packet,), {"json": _OrjsonCodec})
 
 
+def _require_client() -> None:
+    """Import python-socketio's asyncio client now, so a missing extra fails at construction
+    (and its import time never stalls the sink's loop)."""
+    try:
+        import aiohttp  # noqa: F401
+        import socketio  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            f"SocketIOSink needs python-socketio and aiohttp ({err}): pip install 'rxbus[socketio]'"
+        ) from err
+
+
 def _setter(flag: asyncio.Event) -> Callable[..., None]:
     """A Socket.IO handler (any arguments) that sets ``flag``."""
 
@@ -272,6 +284,7 @@ class SocketIOSink:
         self._left_at_close = 0
         self._closed = threading.Event()
 
+        _require_client()
         if self._spill_path is not None:
             self._open_spill(self._spill_path)
         self._loop = asyncio.new_event_loop()
@@ -396,8 +409,10 @@ class SocketIOSink:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        self._wake = asyncio.Event()
-        self._ready.set()
+        try:
+            self._wake = asyncio.Event()
+        finally:
+            self._ready.set()
         try:
             self._loop.run_until_complete(self._main())
         finally:
@@ -423,6 +438,17 @@ class SocketIOSink:
 
     async def _keep_connected(self) -> None:
         """Connect, wait for the connection to end, put its unacked batches back, repeat."""
+        import aiohttp
+
+        # One HTTP session for every attempt, ours to close: python-socketio leaves the one it
+        # makes itself open when a connection attempt fails.
+        session = aiohttp.ClientSession()
+        try:
+            await self._connect_loop(session)
+        finally:
+            await session.close()
+
+    async def _connect_loop(self, session: Any) -> None:
         import socketio
 
         delay = self._reconnect_delay
@@ -433,6 +459,7 @@ class SocketIOSink:
                 serializer=_packet_class(),
                 handle_sigint=False,
                 request_timeout=self._connect_timeout,
+                http_session=session,
             )
             ended = asyncio.Event()
             client.on("disconnect", _setter(ended), namespace=self.namespace)
