@@ -1,6 +1,7 @@
 """Pipeable Rx operators for event streams: ``import rxbus.operators as ops``.
 
-Every operator is a function returning ``Callable[[Observable[T]], Observable[R]]``, used with
+Every operator is a function returning ``Callable[[Observable[T]], Observable[R]]`` (spelled out,
+not a type alias, so mypy infers the element type through a whole ``pipe``), used with
 ``.pipe(...)`` on any reactivex Observable (``bus.events``, ``bus.topic("hook.*")``) or passed
 to ``bus.subscribe(sink, *operators)``:
 
@@ -42,7 +43,7 @@ from __future__ import annotations
 from ._backpressure import backpressure
 from ._batch import batch
 from ._circuit import CircuitBreaker, CircuitOpenError, CircuitState, circuit_breaker
-from ._common import DeadLetters, Operator
+from ._common import DeadLetters
 from ._dedupe import dedupe
 from ._measure import measure
 from ._rate import rate_limit
@@ -55,7 +56,6 @@ __all__ = [
     "CircuitOpenError",
     "CircuitState",
     "DeadLetters",
-    "Operator",
     "backpressure",
     "batch",
     "circuit_breaker",

@@ -16,7 +16,7 @@ from rxbus.errors import BufferOverflowError
 from rxbus.metrics import Measurement, MetricsRegistry
 from rxbus.policies import Overflow
 
-from ._common import Operator, check_positive_int, pick_scheduler
+from ._common import check_positive_int, pick_scheduler
 
 __all__ = ["backpressure"]
 
@@ -30,11 +30,11 @@ def backpressure(
     capacity: int,
     overflow: Overflow | str = Overflow.BLOCK,
     *,
-    on_drop: Callable[[_T], None] | None = None,
+    on_drop: Callable[[Any], None] | None = None,
     registry: MetricsRegistry | None = None,
     name: str = "backpressure",
     scheduler: abc.SchedulerBase | None = None,
-) -> Operator[_T, _T]:
+) -> Callable[[Observable[_T]], Observable[_T]]:
     """Queue at most ``capacity`` items for downstream; when full, apply ``overflow``.
 
     The producer only enqueues; one drain loop, run on the scheduler, delivers queued items in

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from ._common import Operator, check_positive, check_positive_int, pick_scheduler
+from ._common import check_positive, check_positive_int, pick_scheduler
 
 __all__ = ["batch"]
 
@@ -20,7 +21,7 @@ def batch(
     max_size: int | None = None,
     *,
     scheduler: abc.SchedulerBase | None = None,
-) -> Operator[_T, list[_T]]:
+) -> Callable[[Observable[_T]], Observable[list[_T]]]:
     """Emit items in lists: at once when a list reaches ``max_size``, else ``seconds`` after
     its first item arrived.
 

@@ -9,16 +9,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
-from reactivex import Observable, abc
+from reactivex import abc
 
 from rxbus import _context
 from rxbus.deadletter import DeadLetter
 
 __all__ = [
     "DeadLetters",
-    "Operator",
     "check_positive",
     "check_positive_int",
     "dead_letter_sink",
@@ -26,11 +25,6 @@ __all__ = [
     "seconds_of",
 ]
 
-_T = TypeVar("_T")
-_R = TypeVar("_R")
-
-Operator = Callable[[Observable[_T]], Observable[_R]]
-"""A pipeable operator: takes a source Observable and returns a derived one."""
 
 DeadLetters = Callable[[DeadLetter], None]
 """A callable receiving each :class:`rxbus.DeadLetter` an operator produces."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from reactivex import Observable, abc
 
@@ -13,7 +13,6 @@ from rxbus.deadletter import DeadLetter
 
 from ._common import (
     DeadLetters,
-    Operator,
     check_positive,
     check_positive_int,
     dead_letter_sink,
@@ -32,16 +31,42 @@ def _event_id(item: Any) -> Hashable:
     return item if key is None else key
 
 
+@overload
+def dedupe(
+    key: None = None,
+    window: int = 10_000,
+    *,
+    ttl: float | None = None,
+    on_duplicate: Callable[[Any], None] | None = None,
+    dead_letters: DeadLetters | None = None,
+    name: str | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]: ...
+
+
+@overload
+def dedupe(
+    key: Callable[[_T], Hashable],
+    window: int = 10_000,
+    *,
+    ttl: float | None = None,
+    on_duplicate: Callable[[Any], None] | None = None,
+    dead_letters: DeadLetters | None = None,
+    name: str | None = None,
+    scheduler: abc.SchedulerBase | None = None,
+) -> Callable[[Observable[_T]], Observable[_T]]: ...
+
+
 def dedupe(
     key: Callable[[_T], Hashable] | None = None,
     window: int = 10_000,
     *,
     ttl: float | None = None,
-    on_duplicate: Callable[[_T], None] | None = None,
+    on_duplicate: Callable[[Any], None] | None = None,
     dead_letters: DeadLetters | None = None,
     name: str | None = None,
     scheduler: abc.SchedulerBase | None = None,
-) -> Operator[_T, _T]:
+) -> Callable[[Observable[_T]], Observable[_T]]:
     """Drop an item whose key was seen among the last ``window`` keys (and within ``ttl``).
 
     The key is ``key(item)``, by default the event's ``id`` (an item without one is its own

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal, TypeVar
 
 from reactivex import Observable, abc
@@ -10,7 +11,7 @@ from reactivex import Observable, abc
 from rxbus import _context
 from rxbus.metrics import MetricsRegistry
 
-from ._common import Operator, seconds_of
+from ._common import seconds_of
 
 __all__ = ["measure"]
 
@@ -23,7 +24,7 @@ def measure(
     registry: MetricsRegistry | None = None,
     latency: Literal["downstream", "age"] = "downstream",
     scheduler: abc.SchedulerBase | None = None,
-) -> Operator[_T, _T]:
+) -> Callable[[Observable[_T]], Observable[_T]]:
     """Pass every item through, recording count, rate and latency into a measurement ``name``.
 
     The measurement (a :class:`rxbus.metrics.Measurement`) lives in ``registry``; by default,

@@ -10,7 +10,7 @@ from typing import Any, Literal, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from ._common import Operator, check_positive, check_positive_int, pick_scheduler, seconds_of
+from ._common import check_positive, check_positive_int, pick_scheduler, seconds_of
 
 __all__ = ["rate_limit"]
 
@@ -23,9 +23,9 @@ def rate_limit(
     mode: Literal["drop", "delay"] = "drop",
     burst: int = 1,
     max_pending: int = 10_000,
-    on_drop: Callable[[_T], None] | None = None,
+    on_drop: Callable[[Any], None] | None = None,
     scheduler: abc.SchedulerBase | None = None,
-) -> Operator[_T, _T]:
+) -> Callable[[Observable[_T]], Observable[_T]]:
     """Let items through at no more than ``per_second`` on average (a token bucket).
 
     The bucket holds up to ``burst`` tokens and refills at ``per_second``; each item takes one.

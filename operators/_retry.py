@@ -14,7 +14,7 @@ from reactivex.disposable import Disposable
 from rxbus.deadletter import DeadLetter
 from rxbus.policies import RetryPolicy
 
-from ._common import DeadLetters, Operator, dead_letter_sink, pick_scheduler
+from ._common import DeadLetters, dead_letter_sink, pick_scheduler
 
 __all__ = ["retry"]
 
@@ -31,7 +31,7 @@ def retry(
     name: str | None = None,
     scheduler: abc.SchedulerBase | None = None,
     random: Callable[[], float] = _random.random,
-) -> Operator[_T, _R]:
+) -> Callable[[Observable[_T]], Observable[_R]]:
     """Emit ``handler(item)`` for each item, retrying a failed call of that item alone.
 
     After the k-th failure of an item the call is retried ``policy.delay(k)`` seconds later

@@ -16,7 +16,7 @@ from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.topics import compile_pattern, is_wildcard, validate_pattern
 
-from ._common import DeadLetters, Operator, dead_letter_sink
+from ._common import DeadLetters, dead_letter_sink
 
 __all__ = ["of_type", "topic", "where"]
 
@@ -27,7 +27,7 @@ _E = TypeVar("_E", bound=Event)
 _TOPIC_CACHE_LIMIT = 4096
 
 
-def topic(pattern: str) -> Operator[_E, _E]:
+def topic(pattern: str) -> Callable[[Observable[_E]], Observable[_E]]:
     """Keep the events whose topic matches ``pattern``.
 
     ``*`` stands for one segment, ``**`` for zero or more (see :mod:`rxbus.topics`). A wildcard
@@ -68,7 +68,9 @@ def _topic_all(source: Observable[_E]) -> Observable[_E]:
     return source
 
 
-def _topic_filter(pattern: str, match: Callable[[str], bool] | None) -> Operator[_E, _E]:
+def _topic_filter(
+    pattern: str, match: Callable[[str], bool] | None
+) -> Callable[[Observable[_E]], Observable[_E]]:
     cache: dict[str, bool] = {}
 
     def operator(source: Observable[_E]) -> Observable[_E]:
@@ -121,14 +123,14 @@ def _no_topic(report: DeadLetters, consumer: str, item: object) -> None:
 
 
 @overload
-def of_type(*types: str) -> Operator[_E, _E]: ...
+def of_type(*types: str) -> Callable[[Observable[_E]], Observable[_E]]: ...
 
 
 @overload
-def of_type(*types: type[_T]) -> Operator[object, _T]: ...
+def of_type(*types: type[_T]) -> Callable[[Observable[object]], Observable[_T]]: ...
 
 
-def of_type(*types: Any) -> Operator[Any, Any]:
+def of_type(*types: Any) -> Callable[[Observable[Any]], Observable[Any]]:
     """Keep events of the given event types (strings), or items of the given Python classes.
 
     With strings, an event passes if ``event.type`` is one of them (``"PreToolUse"``). With
@@ -178,7 +180,7 @@ def of_type(*types: Any) -> Operator[Any, Any]:
     raise ValueError(f"of_type() takes either event types (str) or classes, not both: {types!r}")
 
 
-def _filter(keep: Callable[[Any], bool]) -> Operator[Any, Any]:
+def _filter(keep: Callable[[Any], bool]) -> Callable[[Observable[Any]], Observable[Any]]:
     # Internal predicates cannot raise, so no dead-letter path is needed.
     def operator(source: Observable[Any]) -> Observable[Any]:
         def subscribe(
@@ -204,7 +206,7 @@ def where(
     *,
     dead_letters: DeadLetters | None = None,
     name: str | None = None,
-) -> Operator[_T, _T]:
+) -> Callable[[Observable[_T]], Observable[_T]]:
     """Keep the items for which ``predicate(item)`` is true.
 
     Unlike ``reactivex.operators.filter``, an exception raised by ``predicate`` does not end the

@@ -10,7 +10,7 @@ from reactivex import Observable, abc
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event, json_size
 
-from ._common import DeadLetters, Operator, dead_letter_sink
+from ._common import DeadLetters, dead_letter_sink
 
 __all__ = ["enrich", "transform"]
 
@@ -27,7 +27,7 @@ def transform(
     *,
     dead_letters: DeadLetters | None = None,
     name: str | None = None,
-) -> Operator[_T, _R]:
+) -> Callable[[Observable[_T]], Observable[_R]]:
     """Emit ``fn(item)`` for each item.
 
     Unlike ``reactivex.operators.map``, an exception raised by ``fn`` does not end the stream:
@@ -68,7 +68,7 @@ def transform(
 
 def _mapping(
     fn: Callable[[_T], _R], dead_letters: DeadLetters | None, name: str | None, default: str
-) -> Operator[_T, _R]:
+) -> Callable[[Observable[_T]], Observable[_R]]:
     def operator(source: Observable[_T]) -> Observable[_R]:
         def subscribe(
             observer: abc.ObserverBase[_R], scheduler: abc.SchedulerBase | None = None
@@ -94,7 +94,7 @@ def _mapping(
     return operator
 
 
-def enrich(**metadata: Any) -> Operator[Event, Event]:
+def enrich(**metadata: Any) -> Callable[[Observable[Event]], Observable[Event]]:
     """Add ``metadata`` to every event (the event's own keys are overwritten by these).
 
     The event keeps its id, topic, time and payload; only ``metadata`` changes. The metadata is
