@@ -400,11 +400,18 @@ class _Reader:
             self.flush_acks()
 
     def read_new(self) -> None:
+        """Send the queued acks and read the next batch in the same round trip."""
         opts = self.opts
-        reply: Any = self.client.xreadgroup(
-            opts.group, opts.consumer, {opts.stream: ">"}, count=opts.batch_size,
-            block=opts.block_ms,
-        )  # fmt: skip
+        with self.ack_lock:
+            pipe = self.client.pipeline(transaction=False)
+            sent = self.queue_acks(pipe)
+            pipe.xreadgroup(
+                opts.group, opts.consumer, {opts.stream: ">"}, count=opts.batch_size,
+                block=opts.block_ms,
+            )  # fmt: skip
+            results = pipe.execute()
+            self.acks_sent(sent)
+        reply: Any = results[-1]
         if reply:
             entries = reply[0][1]
             self.handle(entries, None)
@@ -517,34 +524,41 @@ class _Reader:
         return {i for i, a, b in zip(unknown, current, previous, strict=True) if a or b}
 
     def flush_acks(self) -> None:
-        """XACK what was handled and record the event ids, in one MULTI/EXEC.
+        """Record the handled event ids as processed, then XACK their entries.
 
-        Both happen or neither does, so an acknowledged entry is always known as processed.
-        The queue is only cleared on success: after a connection error the same acks are sent
-        again (XACK and SADD are idempotent).
+        In that order, so a connection lost in between can only leave a processed entry
+        pending (redelivered, then skipped as a duplicate), never an acked one unrecorded. The
+        queue is only cleared once Redis replied: after a connection error the same acks are
+        sent again (SADD and XACK are idempotent).
         """
         with self.ack_lock:
-            self._flush_acks()
+            pipe = self.client.pipeline(transaction=False)
+            sent = self.queue_acks(pipe)
+            if sent:
+                pipe.execute()
+                self.acks_sent(sent)
 
-    def _flush_acks(self) -> None:
+    def queue_acks(self, pipe: Any) -> list[tuple[bytes, str]]:
+        """Add the SADD/EXPIRE/XACK of every queued ack to ``pipe``; returns what was queued."""
         acks = self.acks
-        n = len(acks)
-        if not n:
-            return
-        batch = [acks[i] for i in range(n)]
+        batch = [acks[i] for i in range(len(acks))]
+        if not batch:
+            return batch
         opts = self.opts
-        pipe = self.client.pipeline(transaction=True)
         buckets = self.buckets()
         if buckets is not None and opts.processed_ttl is not None:
             pipe.sadd(buckets[0], *{event_id for _, event_id in batch})
             pipe.expire(buckets[0], int(2 * opts.processed_ttl) + 1)
         pipe.xack(opts.stream, opts.group, *[entry_id for entry_id, _ in batch])
-        pipe.execute()
-        for _ in range(n):
-            acks.popleft()
-        for _, event_id in batch:
-            self.remember(event_id)
-        self.stats.add("acked", n)
+        return batch
+
+    def acks_sent(self, batch: list[tuple[bytes, str]]) -> None:
+        for _ in range(len(batch)):
+            self.acks.popleft()
+        if self.opts.manual_ack:
+            for _, event_id in batch:
+                self.remember(event_id)
+        self.stats.add("acked", len(batch))
 
     def flush_acks_quietly(self) -> None:
         try:
