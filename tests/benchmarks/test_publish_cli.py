@@ -1,0 +1,123 @@
+"""Wall time of one ``rxbus publish`` process, server up and down, next to bare start-up.
+
+The issue's target is a median under 100 ms per invocation, interpreter start-up included. The
+floor is ``python -c pass`` (and ``import rxbus.event``, what any rxbus command must load),
+measured in the same run on the same machine, so a loaded machine shows in both. Run as a
+script for a quick report::
+
+    .venv/bin/python -m tests.benchmarks.test_publish_cli 200
+"""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rxbus.metrics import percentiles
+from rxbus.spool import Spool
+from tests.conftest import free_port
+from tests.integration.serve_process import ServeProcess, child_env, rxbus_cmd
+
+pytestmark = pytest.mark.timeout(600)
+
+RUNS = 120  # enough invocations for a meaningful p99 (the 2nd slowest of 120)
+
+
+def run_ok(cmd: Sequence[str], env: dict[str, str]) -> float:
+    """Seconds one run of ``cmd`` takes (a fresh process); fails on a non-zero exit."""
+    start = time.perf_counter()
+    result = subprocess.run(cmd, env=env, capture_output=True, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0, result.stderr
+    return elapsed
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    p = percentiles([t * 1000 for t in times], (50, 99))
+    return {"median_ms": statistics.median(times) * 1000, "p99_ms": p["p99"]}
+
+
+FLOOR = "python -c pass"
+
+
+def measure(runs: int, directory: Path) -> dict[str, dict[str, float]]:
+    """Median and p99 (ms) for the floors and for ``publish`` with the server up and down.
+
+    The four commands take turns, run after run, so a change in machine load during the
+    measurement affects them alike.
+    """
+    env = child_env()
+    down_url = f"http://127.0.0.1:{free_port()}"
+    down_spool = directory / "down-spool"
+    times: dict[str, list[float]] = {}
+    with ServeProcess(directory / "up") as server:
+        commands = {
+            FLOOR: [sys.executable, "-c", "pass"],
+            "python -c 'import rxbus.event'": [sys.executable, "-c", "import rxbus.event"],
+            "publish, server up": rxbus_cmd(
+                "publish",
+                "bench.up",
+                "--data",
+                '{"n": 1}',
+                "--url",
+                server.url,
+                "--spool",
+                str(server.spool_dir),
+            ),
+            "publish, server down (spooled)": rxbus_cmd(
+                "publish",
+                "bench.down",
+                "--data",
+                '{"n": 1}',
+                "--url",
+                down_url,
+                "--spool",
+                str(down_spool),
+            ),
+        }
+        for _ in range(runs):
+            for name, cmd in commands.items():
+                times.setdefault(name, []).append(run_ok(cmd, env))
+        stored = len(server.history("bench.up"))
+    assert stored == runs, f"{stored} of {runs} published events stored"
+    assert Spool(down_spool).pending() == runs
+    return {name: summary(t) for name, t in times.items()}
+
+
+def test_publish_wall_time(bench: Any, tmp_path: Path) -> None:
+    """Median/p99 per invocation, next to bare start-up; under --benchmark-disable 3 runs each."""
+    env = child_env()
+    bench.measure("publish_cli.floor", lambda: run_ok([sys.executable, "-c", "pass"], env), ops=1)
+    result = measure(RUNS if bench.enabled else 3, tmp_path)
+    for name, figures in result.items():
+        key = "publish_cli." + "".join(c if c.isalnum() else "_" for c in name)
+        bench.record(key + ".median", figures["median_ms"] * 1e6)
+        bench.record(key + ".p99", figures["p99_ms"] * 1e6)
+    for name in ("publish__server_up", "publish__server_down__spooled_"):
+        bench.compare(
+            f"{name.replace('_', ' ').strip()} / python -c pass (median)",
+            subject=f"publish_cli.{name}.median",
+            floor="publish_cli.python__c_pass.median",
+        )
+    print(format_table(result))
+
+
+def format_table(result: dict[str, dict[str, float]]) -> str:
+    lines = ["| invocation | median (ms) | p99 (ms) |", "|---|---:|---:|"]
+    for name, figures in result.items():
+        lines.append(f"| {name} | {figures['median_ms']:.1f} | {figures['p99_ms']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else RUNS
+    with tempfile.TemporaryDirectory() as tmp:
+        print(format_table(measure(runs, Path(tmp))))
