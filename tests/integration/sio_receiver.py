@@ -10,7 +10,8 @@ A batch holding an event whose ``data`` has ``"reject": true`` is refused whole
 (``{"ok": false, ...}``) and nothing of it is recorded, as a server rejecting bad input would.
 
 ``GET /stats`` returns ``{"unique": n, "received": k, "duplicates": k - n}`` for this process's
-lifetime plus what the ids file held at start-up. ``--payloads-file`` also appends every accepted
+lifetime plus what the ids file held at start-up, and ``"connections"``: Socket.IO connections
+accepted by this process. ``--payloads-file`` also appends every accepted
 payload as a JSON line ``{"event", "namespace", "payload"}``, for tests of the payload shape.
 
 Run::
@@ -117,6 +118,7 @@ class Receiver:
     def __init__(self, ids_file: str, payloads_file: str | None = None) -> None:
         self.seen: set[str] = set()
         self.received = 0
+        self.connections = 0
         if os.path.exists(ids_file):
             with open(ids_file, encoding="utf-8") as f:
                 for line in f:
@@ -166,6 +168,7 @@ class Receiver:
             "unique": len(self.seen),
             "received": self.received,
             "duplicates": self.received - len(self.seen),
+            "connections": self.connections,
         }
 
 
@@ -191,9 +194,9 @@ def build_app(receiver: Receiver, token: str | None, event: str, namespace: str)
     )
 
     async def connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
-        if token is None:
-            return True
-        return isinstance(auth, dict) and auth.get("token") == token
+        accepted = token is None or (isinstance(auth, dict) and auth.get("token") == token)
+        receiver.connections += accepted
+        return accepted
 
     async def on_publish(sid: str, payload: Any) -> dict[str, Any]:
         return receiver.publish(event, namespace, payload)

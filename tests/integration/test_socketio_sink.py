@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -68,6 +69,23 @@ class TestDelivery:
         assert sink_metrics["outbox"] == 0
         assert sink_metrics["connected"] == 1
         assert sink_metrics["resent"] == sink_metrics["overflow"] == 0
+
+    def test_many_publisher_threads_share_one_connection(self, receiver: ReceiverProcess) -> None:
+        """Four threads calling on_next at once: one connection, every event delivered once."""
+        sink = SocketIOSink(receiver.url)
+        batches = [events(2500, thread=t) for t in range(4)]
+        threads = [
+            threading.Thread(target=lambda b=b: [sink.on_next(e) for e in b]) for b in batches
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sink.flush(timeout=30)
+        sink.close()
+        ids = receiver.ids()
+        assert sorted(ids) == sorted(e.id for b in batches for e in b)
+        assert receiver.stats()["connections"] == 1
 
     def test_bus_close_flushes_the_outbox_before_closing(self, receiver: ReceiverProcess) -> None:
         """Closing the bus completes the sink, which delivers everything still queued."""
@@ -205,6 +223,38 @@ class TestRejectionsAndLimits:
         assert [letter.event for letter in letters] == [poison]
         assert "rejected" in str(letters[0].error)
         assert (stats["rejected"], stats["acknowledged"]) == (1, 10)
+
+    def test_a_failing_payload_function_dead_letters_its_batch_only(
+        self, receiver: ReceiverProcess
+    ) -> None:
+        """payload= raising for one event dead-letters that emit's events; later ones arrive."""
+        letters: list[DeadLetter] = []
+
+        def shape(event: Event) -> dict[str, Any]:
+            if event.data.get("bad"):
+                raise KeyError("no such field")
+            return event.to_dict()
+
+        good, bad = events(3), Event(topic="hook.tool", data={"bad": True})
+        with SocketIOSink(
+            receiver.url, batch_size=1, payload=shape, dead_letters=letters.append
+        ) as sink:
+            for event in [good[0], bad, *good[1:]]:
+                sink.on_next(event)
+            assert sink.flush(timeout=10)
+            assert sink.stats["rejected"] == 1
+        assert receiver.ids() == [e.id for e in good]
+        assert [(letter.event, type(letter.error)) for letter in letters] == [(bad, KeyError)]
+
+    def test_on_error_delivers_what_is_queued_then_closes(self, receiver: ReceiverProcess) -> None:
+        """An upstream error still flushes the outbox before the sink closes."""
+        sink = SocketIOSink(receiver.url)
+        sent = events(50)
+        for event in sent:
+            sink.on_next(event)
+        sink.on_error(RuntimeError("upstream broke"))
+        assert receiver.ids() == [e.id for e in sent]
+        assert not sink._thread.is_alive()
 
     def test_wrong_token_never_connects_and_close_counts_what_was_abandoned(
         self, tmp_path: Path
