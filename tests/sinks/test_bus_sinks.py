@@ -1,0 +1,165 @@
+"""The persistent sinks on a real bus: subscribe, close, metrics, replay seam, dead letters."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rxbus import DeadLetter, Event, EventBus
+from rxbus.sinks import JsonlSink, SQLiteStore, read_jsonl
+from rxbus.sinks._batch import DEAD_LETTER_TOPIC, original_event
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
+def test_subscribed_sink_stores_every_event_and_closes_with_the_bus(
+    tmp_path: Path, kind: str
+) -> None:
+    """bus.subscribe(sink) in sync mode; bus.close() completes it, which flushes and closes."""
+    path = tmp_path / ("e.jsonl" if kind == "jsonl" else "e.db")
+    sink: Any = JsonlSink(path) if kind == "jsonl" else SQLiteStore(path)
+    bus = EventBus()
+    bus.subscribe(sink, name="store")
+    sent = [bus.publish("order.created", {"i": i}) for i in range(5_000)]
+    metrics = bus.metrics()["consumers"]["store"]
+    assert metrics["delivered"] == 5_000 and metrics["failed"] == 0
+    assert set(metrics["sink"]) >= {"written", "errors", "dropped", "pending"}
+    assert bus.close() == []
+    if kind == "jsonl":
+        assert list(read_jsonl(path)) == sent
+    else:
+        with SQLiteStore(path, readonly=True) as reader:
+            assert reader.query() == sent
+    assert sink.stats["written"] == 5_000 and sink.stats["errors"] == 0
+
+
+@pytest.mark.xfail(
+    reason="two races in rxbus.bus replay(live=True), reported to the lead: (1) duplicates: the "
+    "past is deduped against a snapshot of the live buffer taken before store.flush()/query(), "
+    "so events buffered later and also returned by the query are emitted twice (fix: go_live "
+    "drops buffered events whose id the past emitted); (2) a rare gap: a publish that resolved "
+    "its route before the replay consumer was added hands the event to the store after flush() "
+    "read its target (fix: wait for publishes in flight before flush). Remove when fixed.",
+    strict=False,
+)
+def test_replay_from_store_then_live_has_no_gap_and_no_duplicate(tmp_path: Path) -> None:
+    """While 3 threads publish, replay(store=..., live=True) starts; each thread's sequence
+    arrives complete, in order, exactly once, across the seam between stored and live."""
+    with EventBus() as bus, SQLiteStore(tmp_path / "seam.db") as store:
+        bus.subscribe(store, name="store")
+        stop = threading.Event()
+        published = [0, 0, 0]
+
+        def publish(k: int) -> None:
+            while not stop.is_set():
+                bus.publish(f"load.p{k}", {"i": published[k]})
+                published[k] += 1
+
+        threads = [threading.Thread(target=publish, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: min(published) >= 1_000)
+        got: list[Event] = []
+        subscription = bus.replay("load.*", store=store, live=True).subscribe(got.append)
+        at_seam = list(published)
+        # Keep publishing well past the seam before stopping.
+        wait_until(lambda: all(p >= s + 1_000 for p, s in zip(published, at_seam, strict=True)))
+        stop.set()
+        for t in threads:
+            t.join()
+        subscription.dispose()
+    for k in range(3):
+        seq = [e.data["i"] for e in got if e.topic == f"load.p{k}"]
+        assert set(seq) == set(range(published[k])), f"producer {k}: a gap at the seam"
+        assert seq == list(range(published[k])), f"producer {k}: a duplicate at the seam"
+    assert len({e.id for e in got}) == len(got) == sum(published)
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout}s")
+        time.sleep(0.001)
+
+
+def test_replay_since_reads_from_the_store(tmp_path: Path) -> None:
+    """since= (a time or an event id) selects the stored past; live=False then completes."""
+    with EventBus() as bus, SQLiteStore(tmp_path / "s.db") as store:
+        bus.subscribe(store)
+        sent = [bus.publish("t.a", {"i": i}) for i in range(10)]
+        got: list[Event] = []
+        done = threading.Event()
+        bus.replay(store=store, since=sent[6].id).subscribe(got.append, on_completed=done.set)
+        assert done.is_set()
+        assert got == sent[6:]
+        by_time: list[Event] = []
+        bus.replay(store=store, since=sent[8].timestamp).subscribe(by_time.append)
+        assert [e.data["i"] for e in by_time] == [
+            e.data["i"] for e in sent if e.timestamp >= sent[8].timestamp
+        ]
+
+
+def test_jsonl_sink_is_a_replay_store(tmp_path: Path) -> None:
+    with EventBus() as bus, JsonlSink(tmp_path / "e.jsonl") as sink:
+        bus.subscribe(sink)
+        sent = [bus.publish("t.a", {"i": i}) for i in range(5)]
+        got: list[Event] = []
+        bus.replay(store=sink).subscribe(got.append)
+        assert got == sent
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
+def test_dead_letters_persisted_with_one_line(tmp_path: Path, kind: str) -> None:
+    """bus.dead_letters.subscribe(store.on_next) keeps every dead letter with its event."""
+    path = tmp_path / ("dl.jsonl" if kind == "jsonl" else "dl.db")
+    store: Any = JsonlSink(path) if kind == "jsonl" else SQLiteStore(path)
+    with EventBus() as bus, store:
+        bus.dead_letters.subscribe(store.on_next)
+
+        def mailer(event: Event) -> None:
+            if event.data["to"].endswith("@bad"):
+                raise ConnectionError("smtp refused")
+
+        bus.subscribe(mailer, name="mailer")
+        sent = [
+            bus.publish("mail.send", {"to": f"u{i}@{'bad' if i % 3 else 'ok'}"}) for i in range(9)
+        ]
+        store.flush()
+        stored = store.query(DEAD_LETTER_TOPIC)
+    assert [original_event(s) for s in stored] == [e for i, e in enumerate(sent) if i % 3]
+    assert {s.data["consumer"] for s in stored} == {"mailer"}
+    assert {s.data["error"] for s in stored} == {"ConnectionError: smtp refused"}
+
+
+def test_a_full_disk_sink_counts_and_dead_letters_while_others_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    """A JsonlSink on /dev/full (every write fails with ENOSPC) next to a healthy JSONL sink and
+    a SQLite store: the bus keeps publishing, the healthy sinks get every event, and every
+    failed event is a dead letter counted by the failing sink."""
+    if not Path("/dev/full").exists():
+        pytest.skip("/dev/full is not available on this system")
+    letters: list[DeadLetter] = []
+    full = JsonlSink("/dev/full", dead_letters=letters.append, fsync="never")
+    good = JsonlSink(tmp_path / "good.jsonl")
+    store = SQLiteStore(tmp_path / "good.db")
+    bus = EventBus()
+    bus.subscribe(full, name="full")
+    bus.subscribe(good, name="good")
+    bus.subscribe(store, name="store")
+    sent = [bus.publish("t.a", {"i": i}) for i in range(2_000)]
+    assert full.flush() and good.flush() and store.flush()
+    metrics = bus.metrics()
+    assert metrics["consumers"]["full"]["failed"] == 0  # nothing raised into the bus
+    assert metrics["consumers"]["full"]["sink"]["written"] == 0
+    assert metrics["consumers"]["full"]["sink"]["errors"] >= 1
+    assert sorted(e.data["i"] for e in (dl.event for dl in letters)) == list(range(2_000))
+    assert all("No space left" in str(dl.error) for dl in letters)
+    assert bus.close() == []
+    assert list(read_jsonl(tmp_path / "good.jsonl")) == sent
+    with SQLiteStore(tmp_path / "good.db", readonly=True) as reader:
+        assert reader.count() == 2_000
