@@ -23,8 +23,8 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 import reactivex
@@ -43,6 +43,9 @@ __all__ = ["BusStream", "EventBus", "ReplayStore"]
 
 _ROUTE_CACHE_LIMIT = 16_384
 _LATENCY_SAMPLE_MASK = 63  # time one publish in 64 per topic
+# Past events created this recently are remembered at a replay's seam, to drop their live twin.
+# An event published more than this long after it was created can appear twice at the seam.
+_SEAM_WINDOW = timedelta(seconds=60)
 
 
 @runtime_checkable
@@ -191,16 +194,12 @@ class EventBus:
         """
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
-        if topic.__class__ is Event:
-            event: Event = topic  # type: ignore[assignment]
+        if isinstance(topic, Event):
+            event: Event = topic
             if data is not None or type or source or metadata or correlation_id:
                 raise TypeError("publish(event) takes no other arguments; use event.evolve()")
-            if event.data or event.metadata:
-                self._check_size(event.data, event.metadata)
-        elif isinstance(topic, Event):
-            event = topic
-            if event.data or event.metadata:
-                self._check_size(event.data, event.metadata)
+            if event._size > self.max_event_bytes:
+                self._too_large(event._size)
         else:
             validate_topic(topic)
             if data is None:
@@ -217,8 +216,13 @@ class EventBus:
                     f"metadata must be a dict of JSON values, got "
                     f"{metadata.__class__.__name__}: {metadata!r:.80}"
                 )
-            if data or metadata:
-                self._check_size(data, metadata)
+            size = 0
+            if data:
+                size = json_size("data", data)
+            if metadata:
+                size += json_size("metadata", metadata)
+            if size > self.max_event_bytes:
+                self._too_large(size)
             if type is None:
                 type = topic[topic.rfind(".") + 1 :]
             elif type.__class__ is not str:
@@ -229,11 +233,13 @@ class EventBus:
                 raise PayloadError(f"source must be a str, got {source!r:.80}")
             if correlation_id is not None and correlation_id.__class__ is not str:
                 raise PayloadError(f"correlation_id must be a str, got {correlation_id!r:.80}")
-            event = Event._trusted(topic, type, data, source, metadata, correlation_id)
+            event = Event._trusted(topic, type, data, source, metadata, correlation_id, size)
+        # the ring first: a replay that subscribes after this line still finds the event in
+        # its ring snapshot; one that subscribed before it is in the routes read below
+        self._ring_append(event)
         route = self._routes.get(event.topic)
         if route is None:
             route = self._resolve(event.topic)
-        self._ring_append(event)
         if route.increment() & _LATENCY_SAMPLE_MASK:
             for push in route.pushes:
                 push(event)
@@ -244,15 +250,11 @@ class EventBus:
             self._latency.record(time.perf_counter_ns() - t0)
         return event
 
-    def _check_size(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        size = json_size("data", data) if data else 0
-        if metadata:
-            size += json_size("metadata", metadata)
-        if size > self.max_event_bytes:
-            raise PayloadError(
-                f"event payload is {size} bytes serialised; max_event_bytes of bus "
-                f"{self.name!r} is {self.max_event_bytes}"
-            )
+    def _too_large(self, size: int) -> None:
+        raise PayloadError(
+            f"event payload is {size} bytes serialised; max_event_bytes of bus "
+            f"{self.name!r} is {self.max_event_bytes}"
+        )
 
     def _resolve(self, topic: str) -> _Route:
         with self._lock:
@@ -454,18 +456,30 @@ class EventBus:
             lambda observer, scheduler=None: self._replay(observer, pattern, store, since, live)
         )
 
-    def _past(self, pattern: str, store: ReplayStore | None, since: Any) -> Iterable[Event]:
-        if store is not None:
-            flush = getattr(store, "flush", None)
-            if callable(flush):
-                flush()
-            return store.query(pattern, since=since)
-        events = self.history(pattern)
-        if since is None:
-            return events
-        if isinstance(since, str):
-            return [e for e in events if e.id >= since]
-        return [e for e in events if e.timestamp >= since]
+    def _past(self, pattern: str, store: ReplayStore | None, since: Any) -> Iterator[Event]:
+        """The past: the ring, or the store followed by ring events the store has not got yet.
+
+        A publisher appends to the ring before it looks up routes, so an event either reached
+        a live subscription made earlier or is in the ring snapshot taken after it. A store is
+        fed by a consumer, so an event in flight to it may be missing from the query: the ring
+        fills that gap.
+        """
+        ring = _since(self.history(pattern), since)
+        if store is None:
+            yield from ring
+            return
+        flush = getattr(store, "flush", None)
+        if callable(flush):
+            flush()
+        ring_ids = {e.id for e in ring}
+        from_store: set[str] = set()
+        for event in store.query(pattern, since=since):
+            if event.id in ring_ids:
+                from_store.add(event.id)
+            yield event
+        for event in ring:
+            if event.id not in from_store:
+                yield event
 
     def _replay(
         self,
@@ -483,10 +497,9 @@ class EventBus:
         seam = _Seam(observer, self._dead_letter)
         consumer = self.subscribe(seam, topic=pattern, name=f"replay:{pattern}")
         seam.name = consumer.name
-        seen = seam.buffered_ids()
+        recent = datetime.now(UTC) - _SEAM_WINDOW
         for event in self._past(pattern, store, since):
-            if event.id not in seen:
-                seam.emit(event)
+            seam.emit_past(event, remember=event.timestamp >= recent)
         seam.go_live()
         return consumer
 
@@ -662,7 +675,12 @@ class EventBus:
 
 
 class _Seam:
-    """Joins a replay's past and live parts: live events are buffered until the past is out."""
+    """Joins a replay's past and live parts.
+
+    Live events are buffered until the past is out. An event published around the moment the
+    live subscription started can be in both parts; it is emitted once: a past event already
+    buffered is skipped, and a buffered event already emitted as past is skipped at the drain.
+    """
 
     def __init__(
         self, observer: abc.ObserverBase[Event], report: Callable[[DeadLetter], None]
@@ -671,18 +689,17 @@ class _Seam:
         self._report = report
         self._lock = threading.Lock()
         self._buffer: list[Event] | None = []
+        self._buffered: set[str] = set()
+        self._emitted: set[str] = set()
         self.name = "replay"
-
-    def buffered_ids(self) -> set[str]:
-        with self._lock:
-            return {e.id for e in self._buffer or ()}
 
     def on_next(self, event: Event) -> None:
         with self._lock:
             if self._buffer is not None:
                 self._buffer.append(event)
+                self._buffered.add(event.id)
                 return
-        self._observer.on_next(event)
+        self.emit(event)
 
     def on_error(self, error: Exception) -> None:
         self._observer.on_error(error)
@@ -690,6 +707,14 @@ class _Seam:
     def on_completed(self) -> None:
         self.go_live()
         self._observer.on_completed()
+
+    def emit_past(self, event: Event, *, remember: bool) -> None:
+        with self._lock:
+            if event.id in self._buffered:
+                return
+            if remember:
+                self._emitted.add(event.id)
+        self.emit(event)
 
     def emit(self, event: Event) -> None:
         """Deliver outside the live consumer's own isolation, with the same guarantee."""
@@ -704,10 +729,22 @@ class _Seam:
                 pending = self._buffer
                 if not pending:
                     self._buffer = None
+                    self._buffered.clear()
+                    self._emitted.clear()
                     return
                 self._buffer = []
+                emitted = self._emitted
             for event in pending:
-                self.emit(event)
+                if event.id not in emitted:
+                    self.emit(event)
+
+
+def _since(events: list[Event], since: Any) -> list[Event]:
+    if since is None:
+        return events
+    if isinstance(since, str):
+        return [e for e in events if e.id >= since]
+    return [e for e in events if e.timestamp >= since]
 
 
 def _discard(_: Event) -> None:

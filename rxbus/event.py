@@ -8,7 +8,7 @@ An event is a frozen, slotted dataclass with the fields of the original design::
     >>> Event.from_json(e.to_json()) == e
     True
 
-``id`` is a 30-character string that sorts by creation time (microseconds since the epoch, then a
+``id`` is a 30-character string that sorts by creation time (milliseconds since the epoch, then a
 per-process node, then a per-process counter), unique across threads and processes. ``timestamp``
 is timezone-aware UTC. ``data`` and ``metadata`` are plain dicts of JSON values: events are shared
 by every consumer, so treat them as read-only and derive new ones with :meth:`Event.evolve`.
@@ -36,26 +36,34 @@ _FIELDS = ("id", "topic", "type", "timestamp", "source", "data", "metadata", "co
 
 
 class _IdSource:
-    """Time-ordered unique ids: ``<13 hex µs><7 hex node><10 hex counter>``.
+    """Time-ordered unique ids: ``<11 hex ms><7 hex node><12 hex counter>``, 30 characters.
 
-    The node is random per process and drawn again after ``fork``, so two processes never share
-    a (node, counter) pair in practice; the counter is an ``itertools.count``, whose ``next`` is
-    atomic, so threads never share one.
+    The node is random per process and drawn again after ``fork``; the counter is an
+    ``itertools.count`` (its ``next`` is atomic, so threads never share a value) starting at a
+    random point. Within a process ids increase strictly; across processes they sort by the
+    millisecond. The ``ms + node`` prefix is cached for the current millisecond, so an id costs
+    one clock read and one formatting of the counter.
     """
 
-    __slots__ = ("counter", "node")
+    __slots__ = ("counter", "node", "prefix")
 
     def __init__(self) -> None:
         self.node = ""
         self.counter: itertools.count[int] = itertools.count()
+        self.prefix: tuple[int, str] = (-1, "")
         self.reseed()
 
     def reseed(self) -> None:
         self.node = os.urandom(4).hex()[:7]
-        self.counter = itertools.count(int.from_bytes(os.urandom(4), "big"))
+        self.counter = itertools.count(int.from_bytes(os.urandom(3), "big"))
+        self.prefix = (-1, "")
 
     def next_id(self) -> str:
-        return "%013x%s%010x" % (time_ns() // 1000, self.node, next(self.counter) & 0xFFFFFFFFFF)
+        ms = time_ns() // 1_000_000
+        cached = self.prefix
+        if cached[0] != ms:
+            cached = self.prefix = (ms, "%011x%s" % (ms, self.node))
+        return cached[1] + "%012x" % (next(self.counter) & 0xFFFFFFFFFFFF)
 
 
 _ids = _IdSource()
@@ -72,8 +80,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _Sized:
+    """Holds the serialised size of ``data`` + ``metadata``, measured once at construction, so
+    the bus can enforce ``max_event_bytes`` on a prebuilt event without serialising it again.
+    Not a dataclass field: it takes no part in equality, repr or serialisation."""
+
+    __slots__ = ("_size",)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True, eq=True)
-class Event:
+class Event(_Sized):
     """One event on the bus.
 
     Args:
@@ -112,8 +128,11 @@ class Event:
         if self.correlation_id is not None:
             _check_str("correlation_id", self.correlation_id)
         object.__setattr__(self, "timestamp", _utc("timestamp", self.timestamp))
-        object.__setattr__(self, "data", _json_dict("data", self.data))
-        object.__setattr__(self, "metadata", _json_dict("metadata", self.metadata))
+        data, data_size = _json_dict("data", self.data)
+        metadata, metadata_size = _json_dict("metadata", self.metadata)
+        object.__setattr__(self, "data", data)
+        object.__setattr__(self, "metadata", metadata)
+        _set_size(self, data_size + metadata_size)
 
     # -- construction without re-validation (the bus validates before calling this) ----------
 
@@ -126,8 +145,10 @@ class Event:
         source: str,
         metadata: dict[str, Any],
         correlation_id: str | None,
+        size: int = 0,
     ) -> Event:
         event = _new(cls)
+        _set_size(event, size)
         _set_topic(event, topic)
         _set_type(event, type)
         _set_data(event, data)
@@ -209,6 +230,11 @@ class Event:
             raise PayloadError(f"invalid event JSON ({err}): {shown!r}") from None
         return cls.from_dict(d)
 
+    @property
+    def payload_size(self) -> int:
+        """Bytes of ``data`` + ``metadata`` serialised with orjson (measured at construction)."""
+        return self._size  # type: ignore[no-any-return]
+
     def evolve(self, **changes: Any) -> Event:
         """A copy with ``changes`` applied (validated like a new event); the id is kept."""
         return dataclasses.replace(self, **changes)
@@ -228,6 +254,7 @@ _set_timestamp = Event.timestamp.__set__  # type: ignore[attr-defined]
 _set_source = Event.source.__set__  # type: ignore[attr-defined]
 _set_metadata = Event.metadata.__set__  # type: ignore[attr-defined]
 _set_correlation_id = Event.correlation_id.__set__  # type: ignore[attr-defined]
+_set_size = _Sized._size.__set__  # type: ignore[attr-defined]
 
 
 def _check_str(name: str, value: object) -> None:
@@ -243,7 +270,7 @@ def _utc(name: str, value: object) -> datetime:
     return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
-def _json_dict(name: str, value: object) -> dict[str, Any]:
+def _json_dict(name: str, value: object) -> tuple[dict[str, Any], int]:
     if not isinstance(value, dict):
         if isinstance(value, Mapping):
             value = dict(value)
@@ -251,9 +278,7 @@ def _json_dict(name: str, value: object) -> dict[str, Any]:
             raise PayloadError(
                 f"{name} must be a dict of JSON values, got {type(value).__name__}: {value!r:.80}"
             )
-    if value:
-        json_size(name, value)
-    return value  # type: ignore[return-value]
+    return value, (json_size(name, value) if value else 0)  # type: ignore[return-value]
 
 
 def json_size(name: str, value: object) -> int:
