@@ -83,9 +83,17 @@ def test_chains_infer_their_element_types(
     monkeypatch.chdir(tmp_path)
     snippet = tmp_path / "snippet.py"
     snippet.write_text(textwrap.dedent(SNIPPET))
-    cache = request.config.cache.mkdir("mypy-operators") if request.config.cache else tmp_path
+    cache = getattr(request.config, "cache", None)
+    cache_dir = cache.mkdir("mypy-operators") if cache is not None else tmp_path / "mypy-cache"
     stdout, stderr, _ = api.run(
-        ["snippet.py", "--follow-imports=silent", "--cache-dir", str(cache), "--config-file", ""]
+        [
+            "snippet.py",
+            "--follow-imports=silent",
+            "--cache-dir",
+            str(cache_dir),
+            "--config-file",
+            "",
+        ]
     )
     lines = stdout.splitlines()
     revealed = [ln.split('Revealed type is "')[1].rstrip('"') for ln in lines if "Revealed" in ln]
