@@ -145,6 +145,7 @@ class RedisStreamSink:
         self._outbox: deque[Event] = deque()
         self._first_waiting = 0.0  # monotonic time the oldest waiting event arrived
         self._in_flight = 0
+        self._flushing = 0  # flush() calls waiting
         self._closing = False
         self._deadline = float("inf")
         self._handed = 0
@@ -177,14 +178,17 @@ class RedisStreamSink:
                 else:
                     dropped = event
             else:
+                # Wake the writer only when it may be idle or a batch is full; notify_all, as
+                # flush() callers wait on the same condition.
                 if not self._outbox:
                     self._first_waiting = time.monotonic()
-                    self._cond.notify()
+                    self._cond.notify_all()
                 self._outbox.append(event)
                 if len(self._outbox) == self._batch_size:
-                    self._cond.notify()
+                    self._cond.notify_all()
                 return
             self._settled += 1
+            self._cond.notify_all()
             if reason == "the sink is closed":
                 self._errors += 1
         self._report([dropped], BufferOverflowError(f"{self.name}: {reason}; event dropped"))
@@ -205,12 +209,16 @@ class RedisStreamSink:
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._handed
+            self._flushing += 1  # the writer sends partial batches at once while this waits
             self._cond.notify_all()
-            while self._settled < target:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(min(remaining, 0.05))
+            try:
+                while self._settled < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float | None = None) -> None:
@@ -271,7 +279,7 @@ class RedisStreamSink:
             due = self._first_waiting + self._batch_seconds
             while len(self._outbox) < self._batch_size and not self._closing:
                 remaining = due - time.monotonic()
-                if remaining <= 0 or self._settled + len(self._outbox) < self._handed:
+                if remaining <= 0 or self._flushing:
                     break
                 cond.wait(remaining)
             outbox = self._outbox
