@@ -220,7 +220,7 @@ class Consumer(abc.DisposableBase):
             self._head = self._terminal_async_append
         self.push: Callable[[Any], None]
         if mode == "sync":
-            self.push = self._push_sync
+            self.push = self._push_sync if self._operators else self._push_sync_plain
         elif mode == "thread":
             self.push = self._push_queue
             self._worker = threading.Thread(
@@ -346,6 +346,21 @@ class Consumer(abc.DisposableBase):
                 self.delivered += 1
             else:
                 self.failed += 1
+
+    def _push_sync_plain(self, event: Any) -> None:
+        """``_push_sync`` for a sink without operators: the publish hot path, kept short."""
+        with self._lock:
+            if self._finished or not self._accepting:
+                self._refuse(event)
+                return
+            self.received += 1
+            try:
+                self._sink_on_next(event)
+            except Exception as err:
+                self.failed += 1
+                self._report(DeadLetter.capture(event, self.name, err))
+            else:
+                self.delivered += 1
 
     def _refuse(self, event: Any) -> None:
         """An event arrived after the consumer stopped accepting (a race with close/dispose)."""
