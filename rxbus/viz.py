@@ -141,10 +141,16 @@ def default_label(value: Any) -> str:
 
 
 def _detail(value: Any) -> str:
+    from rxbus.deadletter import DeadLetter
     from rxbus.event import Event
 
     if isinstance(value, Event):
         return f"{value.topic} {value.type} {value.data}"
+    if isinstance(value, DeadLetter):
+        return (
+            f"dead letter from {value.consumer} after {value.attempts} attempt(s): "
+            f"{type(value.error).__name__}: {value.error}; item: {_detail(value.event)}"
+        )
     return repr(value)
 
 
@@ -234,7 +240,8 @@ def marbles(
                     )
                 parts.append(
                     f'<g class="item" data-time="{note.time:g}"><title>{tip}</title>{shape}'
-                    f'<text x="{x:.1f}" y="{y + 4}" text-anchor="middle" font-size="11" '
+                    f'<text x="{x:.1f}" y="{y + 4}" text-anchor="middle" '
+                    f'font-size="{11 if len(text) <= 3 else 9}" '
                     f'style="{_FONT}" fill="{_ink(fill)}">{_esc(text)}</text></g>'
                 )
                 last_x = x + box_w / 2 - _R
@@ -750,8 +757,9 @@ def _draw_topology(
             f'{x2:.1f},{y2:.1f}" fill="none" stroke="#999" stroke-width="1.5"/>'
         )
         if count is not None:
+            # Next to the arrow's end: each topic has its own row, so labels do not collide.
             edges.append(
-                f'<text x="{mid:.1f}" y="{(y1 + y2) / 2 - 3:.1f}" text-anchor="middle" '
+                f'<text x="{x2 - 4:.1f}" y="{y2 - 4:.1f}" text-anchor="end" '
                 f'font-size="10" style="{_FONT}" fill="#666">{count:,}</text>'
             )
 
@@ -782,15 +790,17 @@ def _draw_topology(
                     "edge consume",
                 )
 
-    def node(cls: str, x: float, y: float, name: str, detail: str, fill: str) -> str:
+    def node(
+        cls: str, x: float, y: float, name: str, detail: str, fill: str, w: float = box_w
+    ) -> str:
         return (
             f'<g class="node {cls}" data-name="{_esc(name)}"><title>{_esc(name)}: '
-            f'{_esc(detail)}</title><rect x="{x:.1f}" y="{y:.1f}" width="{box_w:.1f}" '
+            f'{_esc(detail)}</title><rect x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" '
             f'height="{node_h}" rx="7" fill="{fill}" stroke="#333"/>'
             f'<text x="{x + 8:.1f}" y="{y + 16:.1f}" font-size="12" style="{_FONT}" '
-            f'font-weight="bold">{_esc(_short(name, int(box_w / 7.5)))}</text>'
+            f'font-weight="bold">{_esc(_short(name, int(w / 7.5)))}</text>'
             f'<text x="{x + 8:.1f}" y="{y + 32:.1f}" font-size="10" style="{_FONT}" '
-            f'fill="#333">{_esc(_short(detail, int(box_w / 6.2)))}</text></g>'
+            f'fill="#333">{_esc(_short(detail, int(w / 6.2)))}</text></g>'
         )
 
     nodes = [
@@ -805,7 +815,9 @@ def _draw_topology(
             f"{s.get('topic', '**')} {int(s.get('delivered', 0)):,} ok "
             f"{int(s.get('failed', 0)):,} failed {int(s.get('dropped', 0)):,} dropped"
         )
-        nodes.append(node("consumer", xs[2], c_y[name], name, detail, "#E3F4EA"))
+        nodes.append(
+            node("consumer", xs[2], c_y[name], name, detail, "#E3F4EA", width - xs[2] - 10)
+        )
     headers = "".join(
         f'<text x="{x:.1f}" y="24" font-size="13" font-weight="bold" style="{_FONT}">{h}</text>'
         for x, h in zip(

@@ -22,6 +22,7 @@ README table (ratios to the floor, machine and versions). No timing is asserted.
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import statistics
 import sys
@@ -313,7 +314,7 @@ def versions() -> dict[str, str]:
     info = {
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
     }
     for pkg in ("rxbus", "pyee", "blinker", "reactivex"):
         try:
@@ -321,6 +322,17 @@ def versions() -> dict[str, str]:
         except Exception:  # a source checkout without an installed distribution
             info[pkg] = "source"
     return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def markdown(results: dict[str, dict[str, list[float]]], n: int, rounds: int) -> str:
