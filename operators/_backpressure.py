@@ -7,16 +7,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from loguru import logger
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from rxbus import _context
 from rxbus.errors import BufferOverflowError
-from rxbus.metrics import Measurement, MetricsRegistry
+from rxbus.metrics import MetricsRegistry
 from rxbus.policies import Overflow
 
-from ._common import check_positive_int, pick_scheduler
+from ._common import check_positive_int, drop_reporter, pick_scheduler
 
 __all__ = ["backpressure"]
 
@@ -99,17 +97,12 @@ def backpressure(
         def subscribe(
             observer: abc.ObserverBase[_T], at_subscribe: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            target = registry
-            if target is None:
-                ctx = _context.current()
-                target = ctx.metrics if ctx is not None else None
             queue = _Queue(
                 size,
                 policy,
                 observer,
                 pick_scheduler(at_subscribe, scheduler),
-                on_drop,
-                target.measurement(f"{name}.dropped") if target is not None else None,
+                drop_reporter(on_drop, registry, name, f"queue full, overflow={policy.value}"),
                 name,
             )
             queue.upstream = source.subscribe(
@@ -131,16 +124,14 @@ class _Queue:
         policy: Overflow,
         observer: abc.ObserverBase[Any],
         scheduler: abc.SchedulerBase,
-        on_drop: Callable[[Any], None] | None,
-        measurement: Measurement | None,
+        report_drop: Callable[[Any], None],
         name: str,
     ) -> None:
         self.capacity = capacity
         self.policy = policy
         self.observer = observer
         self.scheduler = scheduler
-        self.on_drop = on_drop
-        self.measurement = measurement
+        self.report_drop = report_drop
         self.name = name
         self.cond = threading.Condition(threading.Lock())
         self.items: deque[Any] = deque()
@@ -238,20 +229,8 @@ class _Queue:
     def _report(self, drops: list[Any]) -> None:
         with self.cond:
             self.dropped += len(drops)
-            total = self.dropped
         for item in drops:
-            if self.measurement is not None:
-                self.measurement.tick()
-            if self.on_drop is not None:
-                self.on_drop(item)
-            elif self.measurement is None:
-                logger.warning(
-                    "rxbus {}: dropped {!r} ({} dropped so far, overflow={})",
-                    self.name,
-                    item,
-                    total,
-                    self.policy.value,
-                )
+            self.report_drop(item)
 
     # -- drain side ---------------------------------------------------------------------------
 

@@ -11,16 +11,19 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from loguru import logger
 from reactivex import abc
 
 from rxbus import _context
 from rxbus.deadletter import DeadLetter
+from rxbus.metrics import MetricsRegistry
 
 __all__ = [
     "DeadLetters",
     "check_positive",
     "check_positive_int",
     "dead_letter_sink",
+    "drop_reporter",
     "pick_scheduler",
     "seconds_of",
 ]
@@ -45,6 +48,34 @@ def dead_letter_sink(
         return target, name
     ctx = _context.current()
     return target, (ctx.consumer if ctx is not None else default_name)
+
+
+def drop_reporter(
+    on_drop: Callable[[Any], None] | None,
+    registry: MetricsRegistry | None,
+    name: str,
+    why: str,
+) -> Callable[[Any], None]:
+    """How a subscription reports an item it dropped (called at subscribe time).
+
+    Each drop ticks the measurement ``f"{name}.dropped"`` in ``registry`` (default: the bus
+    consumer's metrics) and is passed to ``on_drop``; with neither, it is logged on the
+    ``rxbus`` loguru logger, so no drop goes unrecorded.
+    """
+    if registry is None:
+        ctx = _context.current()
+        registry = ctx.metrics if ctx is not None else None
+    tick = registry.measurement(f"{name}.dropped").tick if registry is not None else None
+
+    def report(item: Any) -> None:
+        if tick is not None:
+            tick()
+        if on_drop is not None:
+            on_drop(item)
+        elif tick is None:
+            logger.warning("rxbus {}: dropped {!r} ({})", name, item, why)
+
+    return report
 
 
 def pick_scheduler(

@@ -10,7 +10,15 @@ from typing import Any, Literal, TypeVar
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from ._common import check_positive, check_positive_int, pick_scheduler, seconds_of
+from rxbus.metrics import MetricsRegistry
+
+from ._common import (
+    check_positive,
+    check_positive_int,
+    drop_reporter,
+    pick_scheduler,
+    seconds_of,
+)
 
 __all__ = ["rate_limit"]
 
@@ -24,6 +32,8 @@ def rate_limit(
     burst: int = 1,
     max_pending: int = 10_000,
     on_drop: Callable[[Any], None] | None = None,
+    registry: MetricsRegistry | None = None,
+    name: str = "rate_limit",
     scheduler: abc.SchedulerBase | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Let items through at no more than ``per_second`` on average (a token bucket).
@@ -32,10 +42,14 @@ def rate_limit(
     So over any span of ``T`` seconds at most ``burst + per_second * T`` items pass; with the
     default ``burst=1`` items are spaced at least ``1 / per_second`` apart.
 
-    - ``mode="drop"``: an item that finds no token is dropped (``on_drop(item)``).
+    - ``mode="drop"``: an item that finds no token is dropped.
     - ``mode="delay"``: it waits in order and is emitted when a token is available. At most
-      ``max_pending`` items wait; beyond that the new item is dropped (``on_drop(item)``), so
-      memory stays bounded. Completion and errors are delivered after the waiting items.
+      ``max_pending`` items wait; beyond that the new item is dropped, so memory stays bounded.
+      Completion and errors are delivered after the waiting items.
+
+    Every dropped item is counted and reported, as by :func:`backpressure`: ``on_drop(item)``
+    is called and the measurement ``f"{name}.dropped"`` ticked in ``registry`` (default: the
+    bus consumer's metrics); with neither, drops are logged on the ``rxbus`` loguru logger.
 
     Time is read from, and delays run on, the scheduler given to ``subscribe``, else
     ``scheduler``, else :func:`rxbus.scheduling.default_scheduler`.
@@ -54,6 +68,8 @@ def rate_limit(
         burst: tokens the bucket holds, i.e. items that may pass back to back (>= 1).
         max_pending: ``"delay"`` mode: the most items waiting (>= 1).
         on_drop: called with each dropped item.
+        registry: where the drop count goes (default: the bus consumer's metrics).
+        name: prefix of the drop measurement.
         scheduler: the clock and timers when ``subscribe`` passes no scheduler.
 
     Raises:
@@ -80,8 +96,15 @@ def rate_limit(
             observer: abc.ObserverBase[_T], at_subscribe: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
             sched = pick_scheduler(at_subscribe, scheduler)
+            why = f"above {rate:g}/s, mode={mode}"
             bucket = _Bucket(
-                rate, tokens_max, pending_max, mode == "delay", observer, sched, on_drop
+                rate,
+                tokens_max,
+                pending_max,
+                mode == "delay",
+                observer,
+                sched,
+                drop_reporter(on_drop, registry, name, why),
             )
             bucket.upstream = source.subscribe(
                 bucket.on_next, bucket.on_error, bucket.on_completed, scheduler=at_subscribe
@@ -104,7 +127,7 @@ class _Bucket:
         delay: bool,
         observer: abc.ObserverBase[Any],
         scheduler: abc.SchedulerBase,
-        on_drop: Callable[[Any], None] | None,
+        report_drop: Callable[[Any], None],
     ) -> None:
         self.rate = rate
         self.capacity = capacity
@@ -113,7 +136,7 @@ class _Bucket:
         self.observer = observer
         self.scheduler = scheduler
         self.now = seconds_of(scheduler)
-        self.on_drop = on_drop
+        self.report_drop = report_drop
         self.lock = threading.RLock()
         self.tokens = float(capacity)
         self.stamp = self.now()
@@ -143,8 +166,8 @@ class _Bucket:
                 self._arm()
                 return
             dropped = True
-        if dropped and self.on_drop is not None:
-            self.on_drop(item)
+        if dropped:
+            self.report_drop(item)
 
     def _arm(self) -> None:
         """(lock held) Schedule the release of the next waiting item, if not yet scheduled."""

@@ -108,3 +108,26 @@ def test_bad_arguments(kwargs) -> None:
     """Bad rates, modes, bursts or queue bounds fail at once, naming them."""
     with pytest.raises(ValueError, match="rate_limit"):
         ops.rate_limit(**kwargs)
+
+
+def test_drops_counted_in_bus_registry(scheduler: TestScheduler, consumer_context) -> None:
+    """Inside a bus consumer, drops tick `<name>.dropped` in the bus's metrics."""
+    _, registry = consumer_context
+    xs = scheduler.create_hot_observable(*[on_next(210, i) for i in range(5)], on_completed(211))
+    scheduler.start(lambda: xs.pipe(ops.rate_limit(1.0, name="api")))
+    assert registry.snapshot()["api.dropped"]["count"] == 4
+
+
+def test_drops_logged_when_nobody_listens(scheduler: TestScheduler) -> None:
+    """With no on_drop and no registry, each drop is a warning on the rxbus logger."""
+    from loguru import logger
+
+    lines: list[str] = []
+    logger.enable("rxbus.operators")  # in case the application (or rxbus) disabled "rxbus"
+    handler = logger.add(lines.append, level="WARNING", format="{message}")
+    try:
+        xs = scheduler.create_hot_observable(on_next(210, "a"), on_next(210, "b"))
+        scheduler.start(lambda: xs.pipe(ops.rate_limit(1.0)))
+    finally:
+        logger.remove(handler)
+    assert len(lines) == 1 and "dropped 'b'" in lines[0] and "rate_limit" in lines[0]
