@@ -12,6 +12,7 @@ COV_FLOOR ?= 85
 .PHONY: demo test lint typecheck bench install clean
 
 $(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rxbus needs Python 3.11+; found " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[all]'
