@@ -301,8 +301,8 @@ class _Reader:
                         if claim_cursor == b"0-0":
                             next_claim = time.monotonic() + opts.claim_interval
                     else:
+                        # The acks of this batch go out with the next read, in one round trip.
                         self.read_new()
-                    self.flush_acks()
                     failures = 0
                 except self.errors as err:
                     failures += 1
@@ -395,7 +395,10 @@ class _Reader:
             entries = self.client.xclaim(
                 opts.stream, opts.group, opts.consumer, min_idle_time=0, message_ids=[entry_id]
             )
-            # A trimmed entry comes back empty (Redis drops it from the pending list).
+            if not entries or entries[0][0] is None:
+                # Trimmed from the stream: nothing to deliver, only a pending slot to release.
+                self.client.xack(opts.stream, opts.group, entry_id)
+                continue
             self.handle(entries, {entry_id: delivered + 1})
             self.flush_acks()
 

@@ -424,6 +424,25 @@ class TestSource:
         assert [d.deliveries for d in again.items] == [2, 2, 2, 2, 1, 1]
         assert second.stats["recovered"] == 4
 
+    def test_a_pending_entry_trimmed_away_is_released(
+        self, server: RedisServer, client: Any
+    ) -> None:
+        """A pending entry deleted from the stream (maxlen) is dropped from the pending list."""
+        batch = events(3)
+        write_raw(client, "s", batch)
+        got = Collector()
+        first = redis_stream(server.url, "s", "g", "worker", manual_ack=True, block=0.05)
+        sub = first.subscribe(got)
+        wait_for(lambda: len(got) == 3, 10, "three deliveries")
+        sub.dispose()
+        client.xdel("s", got.items[1].entry_id)
+        again = Collector()
+        second = redis_stream(server.url, "s", "g", "worker", block=0.05)
+        sub = second.subscribe(again)
+        wait_for(lambda: pending_count(client, "s", "g") == 0, 10, "nothing pending")
+        sub.dispose()
+        assert [e.id for e in again.items] == [batch[0].id, batch[2].id]
+
     def test_malformed_entry_goes_to_the_dead_letter_stream(
         self, server: RedisServer, client: Any
     ) -> None:
