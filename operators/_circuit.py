@@ -239,9 +239,11 @@ def circuit_breaker(
 
     ::
 
-        ---1---2---3---4---5---------6---|     (handler fails for 1, 2; threshold 2;
-              circuit_breaker(h, 2, 10)          4 and 5 come while open; 6 after 10 s)
-        -----------------------------F6--|     dead letters: 1, 2 (errors), 3, 4, 5 (open)
+        ---1---2---3---4---5---------6---7---|   h fails for 1 and 2; 6 comes 10 s after 2
+              circuit_breaker(h, failure_threshold=2, recovery_timeout=10)
+        -----------------------------h6--h7--|   1, 2: dead letters (their errors)
+                                                 3, 4, 5: dead letters (CircuitOpenError)
+                                                 6: the half-open trial; it succeeds, closed
 
     Args:
         handler: called with each item while the circuit is closed or half-open.
