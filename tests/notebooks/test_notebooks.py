@@ -1,14 +1,16 @@
 """Every notebook runs top to bottom in a fresh kernel, and none is committed with outputs.
 
 The notebooks assert what they show, so a notebook that runs is a notebook whose story is true.
-They run on the ``python3`` kernel of the interpreter running the tests (the project's venv),
-with the notebooks folder as working directory.
+They run on a kernel spec written for the interpreter running the tests (the project's venv),
+so a ``python3`` spec elsewhere on the machine cannot pick another Python; each in a fresh
+kernel, in a temporary working directory.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -30,17 +32,33 @@ def test_the_five_notebooks_exist() -> None:
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
+KERNEL = "rxbus-tests"
+
+
+@pytest.fixture(scope="module")
+def kernel_spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A kernel spec whose argv is this interpreter, found first through JUPYTER_PATH."""
+    from ipykernel.kernelspec import install
+
+    prefix = tmp_path_factory.mktemp("kernel")
+    install(kernel_name=KERNEL, display_name="rxbus tests", prefix=str(prefix))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JUPYTER_PATH", str(prefix / "share" / "jupyter"))
+        yield KERNEL
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path) -> None:
+def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, kernel_spec: str) -> None:
     """Execute every cell in a fresh kernel; any exception (a failed assert too) fails."""
-    from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
+    from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
 
+    spec = KernelSpecManager().get_kernel_spec(kernel_spec)
+    assert spec.argv[0] == sys.executable
     nb = nbformat.read(path, as_version=4)
-    # The native kernel spec starts ipykernel with sys.executable: the venv running the tests.
     client = NotebookClient(
         nb,
-        kernel_name=NATIVE_KERNEL_NAME,
+        kernel_name=kernel_spec,
         timeout=180,
         resources={"metadata": {"path": str(tmp_path)}},
     )
