@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar
 from reactivex import Observable, abc
 
 from rxbus.deadletter import DeadLetter
-from rxbus.errors import RxbusError
+from rxbus.errors import CircuitOpenError
 
 from ._common import (
     DeadLetters,
@@ -25,10 +25,6 @@ __all__ = ["CircuitBreaker", "CircuitOpenError", "CircuitState", "circuit_breake
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-
-
-class CircuitOpenError(RxbusError, RuntimeError):
-    """An item was not handled because its circuit breaker is open."""
 
 
 class CircuitState(enum.Enum):

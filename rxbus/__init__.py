@@ -21,6 +21,7 @@ from rxbus.deadletter import DeadLetter
 from rxbus.errors import (
     BufferOverflowError,
     BusClosedError,
+    CircuitOpenError,
     InvalidTopicError,
     PayloadError,
     RxbusError,
@@ -41,6 +42,7 @@ _LAZY = {
 __all__ = [
     "BufferOverflowError",
     "BusClosedError",
+    "CircuitOpenError",
     "Consumer",
     "ConsumerStats",
     "DeadLetter",

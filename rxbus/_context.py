@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from loguru import logger
-
+from rxbus._log import logger
 from rxbus.deadletter import DeadLetter
 from rxbus.metrics import MetricsRegistry
 

@@ -388,7 +388,7 @@ class EventBus:
             try:
                 observer.on_next(letter)
             except Exception:  # a dead-letter observer failing must not recurse
-                from loguru import logger
+                from rxbus._log import logger
 
                 logger.exception("rxbus: a dead-letter observer raised; ignored")
 

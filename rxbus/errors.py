@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "BufferOverflowError",
     "BusClosedError",
+    "CircuitOpenError",
     "InvalidTopicError",
     "PayloadError",
     "RxbusError",
@@ -37,3 +38,7 @@ class BusClosedError(RxbusError, RuntimeError):
 
 class BufferOverflowError(RxbusError, RuntimeError):
     """A bounded consumer queue was full and its overflow policy is ``Overflow.ERROR``."""
+
+
+class CircuitOpenError(RxbusError, RuntimeError):
+    """An item was not handled because its circuit breaker is open."""

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from loguru import logger
 from reactivex import abc, typing
 from reactivex.disposable import Disposable
 from reactivex.scheduler.periodicscheduler import PeriodicScheduler
+
+from rxbus._log import logger
 
 __all__ = ["PostingScheduler", "SerialScheduler", "TimerScheduler", "default_scheduler"]
 
