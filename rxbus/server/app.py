@@ -213,7 +213,11 @@ class RxbusServer:
         if self.config.spool:
             await self.drain_spool()
             self._tasks.append(asyncio.create_task(self._watch_spool()))
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        # Open connections get a second to finish once the clients are told to go; a request cut
+        # off gets no reply, so its sender keeps (spools) and resends it, deduped by id.
+        self._runner = web.AppRunner(
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
@@ -406,6 +410,7 @@ class RxbusServer:
         app.router.add_get("/api/stats", self._stats)
         app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
         self.sio.attach(app)
+        app.on_shutdown.append(self._close_clients)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
         self.sio.on("publish", self._on_publish)
@@ -413,6 +418,12 @@ class RxbusServer:
         self.sio.on("unsubscribe", self._on_unsubscribe)
         self.sio.on("dead_letters", self._on_dead_letters)
         return app
+
+    async def _close_clients(self, app: web.Application) -> None:
+        # Runs after the listener has closed: a WebSocket would otherwise hold the shutdown
+        # open until its timeout, and a client told to go cannot come back here.
+        await self.sio.shutdown()
+        await self.sio.eio.disconnect()
 
     @web.middleware
     async def _guard(
