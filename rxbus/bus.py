@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
 import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -37,11 +38,20 @@ from rxbus.errors import BusClosedError, PayloadError
 from rxbus.event import Event, json_size
 from rxbus.metrics import Counter, LatencyRecorder, MetricsRegistry
 from rxbus.policies import Overflow
-from rxbus.topics import compile_pattern, validate_pattern, validate_topic
+from rxbus.topics import (
+    _valid_topics,
+    compile_pattern,
+    default_type,
+    validate_pattern,
+    validate_topic,
+)
 
 __all__ = ["BusStream", "EventBus", "ReplayStore"]
 
 _ROUTE_CACHE_LIMIT = 16_384
+_topic_types_get = _valid_topics.get
+_trusted = Event._trusted
+_dumps = orjson.dumps
 _LATENCY_SAMPLE_MASK = 63  # time one publish in 64 per topic
 # Past events created this recently are remembered at a replay's seam, to drop their live twin.
 # An event published more than this long after it was created can appear twice at the seam.
@@ -194,37 +204,33 @@ class EventBus:
         """
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
-        if isinstance(topic, Event):
-            event: Event = topic
-            if data is not None or type or source or metadata or correlation_id:
-                raise TypeError("publish(event) takes no other arguments; use event.evolve()")
-            if event._size > self.max_event_bytes:
-                self._too_large(event._size)
-        else:
-            validate_topic(topic)
+        if topic.__class__ is str:
+            # validation and the default type in one cached lookup for topics seen before
+            default = _topic_types_get(topic)  # type: ignore[arg-type]
+            if default is None:
+                default = default_type(topic)  # type: ignore[arg-type]
+            size = 0
             if data is None:
                 data = {}
-            elif data.__class__ is not dict and not isinstance(data, dict):
-                raise PayloadError(
-                    f"data must be a dict of JSON values, got {data.__class__.__name__}: "
-                    f"{data!r:.80}"
-                )
+            elif data.__class__ is dict:
+                if data:
+                    try:
+                        size = len(_dumps(data))
+                    except TypeError:
+                        json_size("data", data)  # raises the PayloadError naming the value
+            else:
+                data = self._check_dict("data", data)
+                size = json_size("data", data) if data else 0
             if metadata is None:
                 metadata = {}
-            elif not isinstance(metadata, dict):
-                raise PayloadError(
-                    f"metadata must be a dict of JSON values, got "
-                    f"{metadata.__class__.__name__}: {metadata!r:.80}"
-                )
-            size = 0
-            if data:
-                size = json_size("data", data)
-            if metadata:
-                size += json_size("metadata", metadata)
+            else:
+                metadata = self._check_dict("metadata", metadata)
+                if metadata:
+                    size += json_size("metadata", metadata)
             if size > self.max_event_bytes:
                 self._too_large(size)
             if type is None:
-                type = topic[topic.rfind(".") + 1 :]
+                type = default
             elif type.__class__ is not str:
                 raise PayloadError(f"type must be a str, got {type!r:.80}")
             if source is None:
@@ -233,7 +239,16 @@ class EventBus:
                 raise PayloadError(f"source must be a str, got {source!r:.80}")
             if correlation_id is not None and correlation_id.__class__ is not str:
                 raise PayloadError(f"correlation_id must be a str, got {correlation_id!r:.80}")
-            event = Event._trusted(topic, type, data, source, metadata, correlation_id, size)
+            event = _trusted(topic, type, data, source, metadata, correlation_id, size)  # type: ignore[arg-type]
+        elif isinstance(topic, Event):
+            event = topic
+            if data is not None or type or source or metadata or correlation_id:
+                raise TypeError("publish(event) takes no other arguments; use event.evolve()")
+            if event._size > self.max_event_bytes:
+                self._too_large(event._size)
+        else:
+            validate_topic(topic)  # raises InvalidTopicError naming the value
+            raise AssertionError("unreachable")  # pragma: no cover
         # the ring first: a replay that subscribes after this line still finds the event in
         # its ring snapshot; one that subscribed before it is in the routes read below
         self._ring_append(event)
@@ -249,6 +264,15 @@ class EventBus:
                 push(event)
             self._latency.record(time.perf_counter_ns() - t0)
         return event
+
+    @staticmethod
+    def _check_dict(name: str, value: object) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise PayloadError(
+                f"{name} must be a dict of JSON values, got {value.__class__.__name__}: "
+                f"{value!r:.80}"
+            )
+        return value
 
     def _too_large(self, size: int) -> None:
         raise PayloadError(

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_SEGMENTS",
     "MAX_TOPIC_LENGTH",
     "compile_pattern",
+    "default_type",
     "is_wildcard",
     "matches",
     "validate_pattern",
@@ -40,8 +41,9 @@ MAX_SEGMENTS = 16
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
 _TOPIC = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){0,%d}" % (MAX_SEGMENTS - 1))
 
-# Topics seen valid before; bounded so a stream of unique topics cannot grow it without limit.
-_valid_topics: dict[str, None] = {}
+# Topics seen valid before, each with its last segment (an event's default type); bounded so
+# a stream of unique topics cannot grow it without limit.
+_valid_topics: dict[str, str] = {}
 _VALID_CACHE_LIMIT = 65_536
 
 
@@ -51,10 +53,10 @@ def validate_topic(topic: object) -> str:
     Raises:
         InvalidTopicError: naming the value and the rule it breaks.
     """
-    if topic in _valid_topics:  # fast path: a str seen before
-        return topic  # type: ignore[return-value]
     if not isinstance(topic, str):
         raise InvalidTopicError(f"topic must be a str, got {type(topic).__name__}: {topic!r}")
+    if topic in _valid_topics:  # a str seen before
+        return topic
     if len(topic) > MAX_TOPIC_LENGTH:
         raise InvalidTopicError(
             f"topic {topic[:40]!r}... is {len(topic)} characters; at most {MAX_TOPIC_LENGTH} allowed"
@@ -63,8 +65,21 @@ def validate_topic(topic: object) -> str:
         raise InvalidTopicError(_explain(topic, allow_wildcards=False))
     if len(_valid_topics) >= _VALID_CACHE_LIMIT:
         _valid_topics.clear()
-    _valid_topics[topic] = None
+    _valid_topics[topic] = topic[topic.rfind(".") + 1 :]
     return topic
+
+
+def default_type(topic: str) -> str:
+    """The last segment of a valid ``topic`` (an event's default type), cached.
+
+    Raises:
+        InvalidTopicError: if ``topic`` is not a valid topic.
+    """
+    last = _valid_topics.get(topic) if isinstance(topic, str) else None
+    if last is None:
+        validate_topic(topic)
+        last = topic[topic.rfind(".") + 1 :]
+    return last
 
 
 def validate_pattern(pattern: object) -> str:
