@@ -64,21 +64,23 @@ def test_killed_consumer_work_is_claimed_and_every_event_handled(
     common = (server.url, "load", "workers")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        a = spawn("consume", *common, "a", str(handled_a), "--claim-idle", "2")
-        b = spawn("consume", *common, "b", str(handled_b), "--claim-idle", "2")
-        procs += [a, b]
-
-        def consumers() -> int:
-            try:
-                return len(client.xinfo_consumers("load", "workers"))
-            except Exception:
-                return 0
-
-        wait_for(lambda: client.exists("load") == 1, 30, "the group to be created")
         producer = spawn("produce", server.url, "load", str(COUNT), str(tmp_path / "sent.json"))
         procs.append(producer)
+        # The consumers join once the producer is half-way, so the stream has a backlog and a
+        # consumer is in the middle of a full batch when it is killed.
+        wait_for(lambda: client.xlen("load") >= 50_000, 60, "the producer to be half-way")
+        opts = ("--claim-idle", "2")
+        a = spawn("consume", *common, "a", str(handled_a), *opts)
+        b = spawn("consume", *common, "b", str(handled_b), *opts)
+        procs += [a, b]
 
-        wait_for(lambda: handled_so_far(handled_a) >= 20_000, 60, "consumer a to handle 20k")
+        def a_busy() -> bool:
+            if handled_so_far(handled_a) < 20_250:  # mid-batch: some handled, not all acked
+                return False
+            held = client.xpending_range("load", "workers", "-", "+", 50, consumername="a")
+            return len(held) == 50
+
+        wait_for(a_busy, 60, "consumer a to be mid-batch")
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         killed_at = len(lines(handled_a))
