@@ -48,7 +48,7 @@ import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 import reactivex
 from loguru import logger
@@ -307,6 +307,12 @@ class _Reader:
                 except self.errors as err:
                     failures += 1
                     self.stats.add("reconnects")
+                    if not opts.manual_ack:
+                        # Entries read before the connection broke may not have been handed
+                        # out: take our own pending entries again rather than wait claim_idle.
+                        # (Handled ones are skipped as duplicates; with manual acks they may
+                        # still be in the subscriber's hands, so there claim_idle decides.)
+                        recovering, recover_from = True, b"-"
                     delay = min(opts.retry_delay * 2 ** (failures - 1), opts.max_retry_delay)
                     logger.warning(
                         "rxbus redis_stream {}/{}: {} (retry in {:.2f}s)",
@@ -628,54 +634,6 @@ class RedisStream(reactivex.Observable[Any]):
         reader = _Reader(self.options, self._stats, observer)
         reader.start()
         return Disposable(reader.dispose)
-
-
-@overload
-def redis_stream(
-    url: str,
-    stream: str,
-    group: str,
-    consumer: str,
-    *,
-    manual_ack: Literal[False] = False,
-    batch_size: int = ...,
-    ack_batch: int = ...,
-    block: float = ...,
-    claim_idle: float = ...,
-    claim_interval: float = ...,
-    max_deliveries: int = ...,
-    dead_letter_stream: str | None = ...,
-    start: str = ...,
-    processed_ttl: float | None = ...,
-    processed_key: str | None = ...,
-    processed_memory: int = ...,
-    retry_delay: float = ...,
-    max_retry_delay: float = ...,
-) -> RedisStream: ...
-
-
-@overload
-def redis_stream(
-    url: str,
-    stream: str,
-    group: str,
-    consumer: str,
-    *,
-    manual_ack: Literal[True],
-    batch_size: int = ...,
-    ack_batch: int = ...,
-    block: float = ...,
-    claim_idle: float = ...,
-    claim_interval: float = ...,
-    max_deliveries: int = ...,
-    dead_letter_stream: str | None = ...,
-    start: str = ...,
-    processed_ttl: float | None = ...,
-    processed_key: str | None = ...,
-    processed_memory: int = ...,
-    retry_delay: float = ...,
-    max_retry_delay: float = ...,
-) -> RedisStream: ...
 
 
 def redis_stream(
