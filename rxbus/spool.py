@@ -10,7 +10,7 @@ cut short is simply repeated, and the server drops the repeats by event id.
     >>> import tempfile
     >>> spool = Spool(tempfile.mkdtemp())
     >>> spool.append("0001", b'{"id": "0001", "topic": "hook.tool"}')
-    >>> spool.drain(lambda lines: True)
+    >>> spool.drain(lambda lines: "ok")
     1
     >>> spool.pending()
     0
@@ -25,11 +25,16 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
-__all__ = ["Spool", "default_spool_dir"]
+__all__ = ["Outcome", "Spool", "default_spool_dir"]
 
 _SUFFIX = ".json"
 _LOCK = ".drain.lock"
+_REJECTED = "rejected"
+
+Outcome = Literal["ok", "retry", "rejected"]
+"""What a spool ``send`` callback reports for a batch."""
 
 
 def default_spool_dir() -> Path:
@@ -76,7 +81,7 @@ class Spool:
 
     def drain(
         self,
-        send: Callable[[list[bytes]], bool],
+        send: Callable[[list[bytes]], Outcome],
         *,
         batch: int = 500,
         max_bytes: int = 4 * 1024 * 1024,
@@ -85,12 +90,16 @@ class Spool:
     ) -> int:
         """Hand the spooled events to ``send`` in batches, oldest first; remove what it accepted.
 
-        ``send(lines)`` returns True once the server has stored every line (duplicates
-        included), False to stop and keep the rest for later. Only one process drains at a time
-        (an ``flock``): when another holds it, this returns 0 at once unless ``wait``.
+        ``send(lines)`` returns ``"ok"`` once the server has stored every line (duplicates
+        included), ``"retry"`` to stop and keep the rest for later (server unreachable), or
+        ``"rejected"`` when the server refused the batch as bad input. A rejected batch is
+        sent again one event at a time, and an event rejected on its own is moved to
+        ``rejected/`` beside the spool (kept for a person to look at, never deleted), so one bad
+        file cannot block the rest. Only one process drains at a time (an ``flock``): when
+        another holds it, this returns 0 at once unless ``wait``.
 
         Args:
-            send: delivers a batch of JSON lines; True means acknowledged.
+            send: delivers a batch of JSON lines.
             batch: most events per call of ``send``.
             max_bytes: most bytes per call of ``send`` (one event may exceed it alone).
             limit: most events to deliver in this call (None: all).
@@ -108,25 +117,50 @@ class Spool:
             if limit is not None:
                 files = files[:limit]
             delivered = 0
-            chunk: list[Path] = []
-            lines: list[bytes] = []
+            chunk: list[tuple[Path, bytes]] = []
             size = 0
             for path in files:
                 try:
                     data = path.read_bytes().strip()
                 except FileNotFoundError:
                     continue  # delivered by a drainer that finished just before us
-                if lines and (len(lines) >= batch or size + len(data) > max_bytes):
-                    if not send(lines):
+                if chunk and (len(chunk) >= batch or size + len(data) > max_bytes):
+                    done = self._deliver(chunk, send)
+                    if done is None:
                         return delivered
-                    delivered += _remove(chunk)
-                    chunk, lines, size = [], [], 0
-                chunk.append(path)
-                lines.append(data)
+                    delivered += done
+                    chunk, size = [], 0
+                chunk.append((path, data))
                 size += len(data) + 1
-            if lines and send(lines):
-                delivered += _remove(chunk)
+            if chunk:
+                delivered += self._deliver(chunk, send) or 0
             return delivered
+
+    def rejected(self) -> list[Path]:
+        """Spooled events the server refused as bad input, set aside in ``rejected/``."""
+        folder = self.directory / _REJECTED
+        return sorted(folder.glob(f"*{_SUFFIX}")) if folder.is_dir() else []
+
+    def _deliver(
+        self, chunk: list[tuple[Path, bytes]], send: Callable[[list[bytes]], Outcome]
+    ) -> int | None:
+        """Send one batch; the number removed, or None to stop draining."""
+        outcome = send([data for _, data in chunk])
+        if outcome == "ok":
+            return _remove([path for path, _ in chunk])
+        if outcome != "rejected":
+            return None
+        delivered = 0
+        for path, data in chunk:
+            alone = send([data]) if len(chunk) > 1 else outcome
+            if alone == "ok":
+                delivered += _remove([path])
+            elif alone == "rejected":
+                (self.directory / _REJECTED).mkdir(exist_ok=True)
+                os.replace(path, self.directory / _REJECTED / path.name)
+            else:
+                return None
+        return delivered
 
     def _files(self) -> Iterator[Path]:
         try:

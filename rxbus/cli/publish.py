@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, Literal
 
 from rxbus.cli import CliError
 
@@ -100,8 +100,15 @@ def run(args: argparse.Namespace) -> int:
     if result.status != 200:
         raise CliError(f"server at {url} rejected the event: {result.reason()}")
     if spool.pending():
-        spool.drain(lambda lines: post(url, lines, token).status == 200, limit=5000)
+        spool.drain(lambda lines: outcome(post(url, lines, token)), limit=5000)
     return 0
+
+
+def outcome(result: HttpResult) -> Literal["ok", "retry", "rejected"]:
+    """How the spool should treat a reply: 200 delivered, 400/413 bad input, else retry later."""
+    if result.status == 200:
+        return "ok"
+    return "rejected" if result.status in (400, 413) else "retry"
 
 
 def _read_data(text: str | None) -> dict[str, Any]:

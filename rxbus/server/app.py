@@ -292,7 +292,7 @@ class RxbusServer:
         Returns:
             How many spooled events were handed over (duplicates included).
         """
-        from rxbus.spool import Spool
+        from rxbus.spool import Outcome, Spool
 
         if not self.config.spool:
             return 0
@@ -301,16 +301,17 @@ class RxbusServer:
             return 0
         loop = asyncio.get_running_loop()
 
-        def send(lines: list[bytes]) -> bool:
+        def send(lines: list[bytes]) -> Outcome:
             try:
                 events = events_from_body(
                     b"\n".join(lines), "application/x-ndjson", self.config.max_event_bytes
                 )
             except Rejected as err:
-                log.warning("spool %s: batch rejected (%s); kept", spool.directory, err.message)
-                return False
+                if len(lines) == 1:
+                    log.warning("spool %s: event set aside: %s", spool.directory, err.message)
+                return "rejected"
             asyncio.run_coroutine_threadsafe(self.ingest(events), loop).result()
-            return True
+            return "ok"
 
         # The spool blocks on file I/O and flock: run it off the loop, which does the ingest.
         return await loop.run_in_executor(None, lambda: spool.drain(send))
@@ -423,7 +424,8 @@ class RxbusServer:
         # Runs after the listener has closed: a WebSocket would otherwise hold the shutdown
         # open until its timeout, and a client told to go cannot come back here.
         await self.sio.shutdown()
-        await self.sio.eio.disconnect()
+        if self.sio.eio.sockets:  # engineio cannot disconnect an empty set
+            await self.sio.eio.disconnect()
 
     @web.middleware
     async def _guard(

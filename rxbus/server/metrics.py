@@ -5,7 +5,7 @@ servers in one process never collide), from the plain dict :meth:`rxbus.EventBus
 returns.
 
     >>> text = render_prometheus({"published": 3, "topics": {"a.b": {"published": 3}}}, {})
-    >>> "rxbus_published_total 3.0" in text
+    >>> b"rxbus_published_total 3.0" in text
     True
 """
 

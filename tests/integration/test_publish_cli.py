@@ -177,3 +177,63 @@ class TestBadInput:
     def test_bad_url(self, tmp_path: Path) -> None:
         result = publish("ok.x", url="ftp://nowhere", spool=tmp_path)
         assert result.returncode == 2 and b"--url must look like" in result.stderr
+
+
+class TestSpool:
+    """The spool on its own: order, batches, stopping, one drainer at a time."""
+
+    def fill(self, directory: Path, count: int) -> tuple[Spool, list[Event]]:
+        spool = Spool(directory)
+        events = [Event(topic="spool.unit", data={"n": n}) for n in range(count)]
+        for event in events:
+            spool.append(event.id, event.to_json())
+        return spool, events
+
+    def test_batches_in_id_order_within_limits(self, tmp_path: Path) -> None:
+        spool, events = self.fill(tmp_path, 12)
+        batches: list[list[bytes]] = []
+        assert spool.drain(lambda lines: batches.append(lines) or "ok", batch=5) == 12
+        assert [len(b) for b in batches] == [5, 5, 2]
+        assert [Event.from_json(line).id for b in batches for line in b] == [e.id for e in events]
+        assert spool.pending() == 0 and not list(tmp_path.glob(".*.tmp"))
+
+    def test_max_bytes_splits_batches(self, tmp_path: Path) -> None:
+        spool, events = self.fill(tmp_path, 6)
+        size = len(events[0].to_json())
+        batches: list[int] = []
+        spool.drain(lambda lines: batches.append(len(lines)) or "ok", max_bytes=size * 2 + 2)
+        assert batches == [2, 2, 2]
+
+    def test_retry_keeps_the_rest(self, tmp_path: Path) -> None:
+        spool, events = self.fill(tmp_path, 6)
+        answers = iter(["ok", "retry"])
+        assert spool.drain(lambda lines: next(answers), batch=2) == 2
+        remaining = sorted(p.stem for p in tmp_path.glob("*.json"))
+        assert remaining == [e.id for e in events[2:]]
+
+    def test_one_drainer_at_a_time(self, tmp_path: Path) -> None:
+        spool, _ = self.fill(tmp_path, 3)
+        inner: list[int] = []
+
+        def send(lines: list[bytes]) -> str:
+            inner.append(Spool(tmp_path).drain(lambda _: "ok"))  # a second drainer meanwhile
+            return "ok"
+
+        assert spool.drain(send) == 3
+        assert inner == [0]
+
+    def test_limit(self, tmp_path: Path) -> None:
+        spool, _ = self.fill(tmp_path, 5)
+        assert spool.drain(lambda lines: "ok", limit=2) == 2
+        assert spool.pending() == 3
+
+    def test_default_directory_follows_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        from rxbus.spool import default_spool_dir
+
+        monkeypatch.setenv("RXBUS_SPOOL", str(tmp_path / "a"))
+        assert default_spool_dir() == tmp_path / "a"
+        monkeypatch.delenv("RXBUS_SPOOL")
+        monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+        assert default_spool_dir() == tmp_path / "state" / "rxbus" / "spool"

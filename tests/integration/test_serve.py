@@ -352,3 +352,21 @@ class TestRestartAndSpool:
         finally:
             proc.stop()
         assert ids == [already.id] + [e.id for e in waiting]
+
+
+class TestShutdown:
+    def test_sigterm_with_a_connected_client_exits_cleanly(self, tmp_path: Path) -> None:
+        """SIGTERM tells Socket.IO clients to go, drains the bus into the store and exits 0."""
+        proc = ServeProcess(tmp_path).start()
+
+        async def main() -> int | None:
+            client, _ = await _client(proc.url)
+            gone = asyncio.Event()
+            client.on("disconnect", lambda *_: gone.set())
+            await client.call("subscribe", {"pattern": "**"})
+            code = await asyncio.to_thread(proc.stop, signal.SIGTERM)
+            await asyncio.wait_for(gone.wait(), 10)
+            return code
+
+        assert asyncio.run(main()) == 0
+        assert proc.log().strip().endswith("rxbus serve: stopped")
