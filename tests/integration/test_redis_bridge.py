@@ -200,6 +200,21 @@ class TestSink:
         assert [d.event.id for d in letters[5:]] == [e.id for e in batch[5:]]
         assert sink.stats["lost"] == 20
 
+    def test_an_item_that_is_not_an_event_is_an_error_not_a_crash(
+        self, server: RedisServer, client: Any
+    ) -> None:
+        """Something other than an Event (e.g. after a transform) is dead-lettered; the rest
+        is written."""
+        letters: list[DeadLetter] = []
+        with RedisStreamSink(server.url, stream="s", dead_letters=letters.append) as sink:
+            sink.on_next("not an event")  # type: ignore[arg-type]
+            sink.on_next(events(1)[0])
+            assert sink.flush(10)
+            assert sink.stats["errors"] == 1
+            assert sink.stats["written"] == 1
+        assert letters[0].event == "not an event"
+        assert client.xlen("s") == 1
+
     def test_completion_flushes(self, server: RedisServer, client: Any) -> None:
         """on_completed writes what is queued before the sink stops."""
         sink = RedisStreamSink(server.url, stream="s", batch_size=10_000, batch_seconds=60)
@@ -462,6 +477,51 @@ class TestSource:
         assert "malformed event" in reasons[0]
         assert "no 'event' field" in reasons[1]
         assert pending_count(client, "s", "g") == 0
+
+    def test_start_dollar_skips_what_was_there_before(
+        self, server: RedisServer, client: Any
+    ) -> None:
+        """A new group with start="$" reads only entries added after it was created."""
+        write_raw(client, "s", events(3))
+        got = Collector()
+        source = redis_stream(server.url, "s", "fresh", "c1", start="$", block=0.05)
+        sub = source.subscribe(got)
+        wait_for(lambda: b"fresh" in [g["name"] for g in client.xinfo_groups("s")], 10, "group")
+        later = events(2, topic="later.event")
+        write_raw(client, "s", later)
+        wait_for(lambda: source.stats["acked"] == 2, 10, "two acks")
+        sub.dispose()
+        assert [e.id for e in got.items] == [e.id for e in later]
+
+    def test_a_destroyed_group_is_recreated_and_nothing_is_handled_twice(
+        self, server: RedisServer, client: Any
+    ) -> None:
+        """If the group vanishes (NOGROUP), the reader recreates it; re-read history is skipped
+        by the processed-id record."""
+        first = events(5)
+        write_raw(client, "s", first)
+        got = Collector()
+        source = redis_stream(server.url, "s", "g", "c1", block=0.05)
+        sub = source.subscribe(got)
+        wait_for(lambda: source.stats["acked"] == 5, 10, "five acks")
+        client.xgroup_destroy("s", "g")
+        second = events(3, topic="later.event")
+        write_raw(client, "s", second)
+        wait_for(lambda: len(got) == 8, 10, "the three new events")
+        wait_for(lambda: source.stats["duplicates"] == 5, 10, "history skipped")
+        sub.dispose()
+        assert [e.id for e in got.items] == [e.id for e in first + second]
+        assert got.errors == []
+
+    def test_a_key_of_the_wrong_type_ends_the_stream_with_an_error(
+        self, server: RedisServer, client: Any
+    ) -> None:
+        """A stream name that holds a string is not retried forever: on_error names it."""
+        client.set("s", "a string")
+        got = Collector()
+        redis_stream(server.url, "s", "g", "c1", block=0.05).subscribe(got)
+        wait_for(lambda: got.errors != [], 10, "on_error")
+        assert "WRONGTYPE" in str(got.errors[0])
 
     def test_bridge_publishes_into_a_bus_and_acks(self, server: RedisServer, client: Any) -> None:
         """bridge(bus, ...) republishes each event (same id) and acks after publish returned."""
