@@ -22,6 +22,7 @@ counted as a duplicate) and indexes on ``(topic, seq)`` and ``ts``. The file car
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -303,8 +304,8 @@ class SQLiteStore:
             for e in batch
         ]
         conn = self._conn
-        conn.execute("BEGIN")
         try:
+            conn.execute("BEGIN")
             inserted = conn.executemany(_INSERT, rows).rowcount
             if self._max_events is not None:
                 deleted = conn.execute(
@@ -313,10 +314,13 @@ class SQLiteStore:
                 ).rowcount
                 self._deleted += deleted
             conn.execute("COMMIT")
-        except BaseException:
+        except sqlite3.Error as err:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise StoreError(
+                f"cannot store {len(rows)} events in {str(self.path)!r}: {err}"
+            ) from err
         self._written += inserted
         self._duplicates += len(rows) - inserted
         self._batches += 1
