@@ -29,8 +29,7 @@ from rxbus import Event
 from rxbus.sinks import RedisStreamSink
 from rxbus.sources import redis_stream
 from tests.benchmarks.conftest import Recorder
-from tests.conftest import require_binary
-from tests.integration.redis_server import RedisServer
+from tests.integration.redis_server import RedisServer, running_redis
 
 BATCH = 10_000  # events per round, for the bridge and its floor alike
 CHUNK = 500  # the sink's batch size and the source's read size, for the floors too
@@ -41,12 +40,8 @@ pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(300)]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     path: Path = tmp_path_factory.mktemp("redis-bench")
-    srv = RedisServer(require_binary("redis-server"), path)
-    srv.start()
-    try:
+    with running_redis(path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.conftest import free_port, require_binary
 
@@ -98,21 +97,10 @@ class RedisServer:
         return redis.Redis.from_url(self.url, **kwargs)
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server (no persistence) for one test."""
-    server = RedisServer(require_binary("redis-server"), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def redis_aof_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server with AOF and ``appendfsync always``, killable and restartable."""
-    server = RedisServer(require_binary("redis-server"), tmp_path, aof=True)
+@contextmanager
+def running_redis(directory: Path, *, aof: bool = False) -> Iterator[RedisServer]:
+    """A started redis-server in ``directory`` (skips, or fails under CI, without the binary)."""
+    server = RedisServer(require_binary("redis-server"), directory, aof=aof)
     server.start()
     try:
         yield server

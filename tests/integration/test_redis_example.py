@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_binary
-from tests.integration.redis_server import RedisServer, environ_with
+from tests.integration.redis_server import RedisServer, environ_with, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
@@ -22,12 +21,8 @@ DOC = ROOT / "docs" / "readme" / "redis.md"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(require_binary("redis-server"), tmp_path)
-    srv.start()
-    try:
+    with running_redis(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def python_blocks(text: str) -> list[str]:

@@ -13,20 +13,15 @@ from rxbus import Event
 from rxbus.sinks import RedisStreamSink
 from rxbus.sinks.redis import shard_for, shard_names
 from rxbus.sources import redis_stream
-from tests.conftest import require_binary
-from tests.integration.redis_server import RedisServer, wait_for
+from tests.integration.redis_server import RedisServer, running_redis, wait_for
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(require_binary("redis-server"), tmp_path)
-    srv.start()
-    try:
+    with running_redis(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_one_consumer_sees_a_stream_in_publish_order(server: RedisServer) -> None:

@@ -2,7 +2,7 @@
 
     python -m tests.reliability.redis_workers produce URL STREAM COUNT IDS_FILE
     python -m tests.reliability.redis_workers consume URL STREAM GROUP NAME HANDLED_FILE \
-        [--claim-idle S] [--crash-on-topic TOPIC] [--max-deliveries N] [--work-seconds S]
+        [--claim-idle S] [--crash-on-topic TOPIC] [--max-deliveries N]
 
 The consumer bridges the stream into an EventBus whose one sync consumer appends each handled
 event id to HANDLED_FILE with an unbuffered ``os.write`` (so the record survives SIGKILL). On
@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 import orjson
@@ -46,8 +45,6 @@ def consume(args: argparse.Namespace) -> int:
         if event.topic == args.crash_on_topic:
             os._exit(3)  # a poison event that takes the whole process down
         os.write(fd, event.id.encode() + b"\n")
-        if args.work_seconds:
-            time.sleep(args.work_seconds)  # the handler's "work": keeps a backlog in the stream
 
     bus.subscribe(record, name="handler")
     source = redis_stream(
@@ -87,7 +84,6 @@ def main(argv: list[str]) -> int:
     c.add_argument("--claim-idle", type=float, default=2.0)
     c.add_argument("--crash-on-topic", default="")
     c.add_argument("--max-deliveries", type=int, default=5)
-    c.add_argument("--work-seconds", type=float, default=0.0)
     args = parser.parse_args(argv)
     if args.role == "produce":
         return produce(args.url, args.stream, args.count, args.ids_file)

@@ -18,8 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import require_binary
-from tests.integration.redis_server import RedisServer, environ_with, wait_for
+from tests.integration.redis_server import RedisServer, environ_with, running_redis, wait_for
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -29,12 +28,8 @@ ID_LINE = 31  # 30-character event id + newline
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(require_binary("redis-server"), tmp_path)
-    srv.start()
-    try:
+    with running_redis(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def spawn(*args: str) -> subprocess.Popen[bytes]:

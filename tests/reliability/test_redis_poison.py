@@ -12,20 +12,15 @@ import pytest
 
 from rxbus import Event
 from rxbus.sources import redis_stream
-from tests.conftest import require_binary
-from tests.integration.redis_server import RedisServer, environ_with, wait_for
+from tests.integration.redis_server import RedisServer, environ_with, running_redis, wait_for
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(require_binary("redis-server"), tmp_path)
-    srv.start()
-    try:
+    with running_redis(tmp_path) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def write(client: Any, stream: str, events: list[Event]) -> None:

@@ -16,20 +16,15 @@ import pytest
 from rxbus import Event
 from rxbus.sinks import RedisStreamSink
 from rxbus.sources import redis_stream
-from tests.conftest import require_binary
-from tests.integration.redis_server import RedisServer, wait_for
+from tests.integration.redis_server import RedisServer, running_redis, wait_for
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RedisServer]:
-    srv = RedisServer(require_binary("redis-server"), tmp_path, aof=True)
-    srv.start()
-    try:
+    with running_redis(tmp_path, aof=True) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def test_redis_killed_and_restarted_mid_stream_loses_nothing(server: RedisServer) -> None:
