@@ -36,15 +36,6 @@ def test_subscribed_sink_stores_every_event_and_closes_with_the_bus(
     assert sink.stats["written"] == 5_000 and sink.stats["errors"] == 0
 
 
-@pytest.mark.xfail(
-    reason="two races in rxbus.bus replay(live=True), reported to the lead: (1) duplicates: the "
-    "past is deduped against a snapshot of the live buffer taken before store.flush()/query(), "
-    "so events buffered later and also returned by the query are emitted twice (fix: go_live "
-    "drops buffered events whose id the past emitted); (2) a rare gap: a publish that resolved "
-    "its route before the replay consumer was added hands the event to the store after flush() "
-    "read its target (fix: wait for publishes in flight before flush). Remove when fixed.",
-    strict=False,
-)
 def test_replay_from_store_then_live_has_no_gap_and_no_duplicate(tmp_path: Path) -> None:
     """While 3 threads publish, replay(store=..., live=True) starts; each thread's sequence
     arrives complete, in order, exactly once, across the seam between stored and live."""
