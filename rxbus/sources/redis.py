@@ -23,16 +23,17 @@ How a consumer signals "done":
   consumers have only queued it by then; use ``manual_ack`` for those). An ``on_next`` that
   raises leaves the entry pending: it is redelivered after ``claim_idle`` and dead-lettered after
   ``max_deliveries``. An entry whose ``on_next`` ended the subscription (an operator error
-  downstream, or the last item of ``take(n)``) is not acknowledged either: it is redelivered, and
-  skipped by the dedupe if it had been recorded.
+  downstream, or the last item of ``take(n)``) is not acknowledged either: it stays pending and
+  is delivered again later, to whichever consumer claims it.
 - ``manual_ack=True``: the source emits :class:`Delivery` objects; call ``delivery.ack()`` when
   the work is done, from any thread. Acks are sent in batches by the reader thread (within
   ``block`` seconds). An entry not acknowledged within ``claim_idle`` is redelivered.
 
 Delivery is at-least-once: a crash between handling and acknowledging redelivers an entry, and a
 sink that retried a half-applied batch can write an event twice. The processed-id sets turn
-most of those into skips (counted as ``duplicates``); what remains is bounded by one ack batch per
-crashed consumer, so handlers should be idempotent by ``event.id``.
+most of those into skips (counted as ``duplicates``); what remains is at most ``ack_batch``
+handled-but-unacknowledged entries per crashed consumer, so handlers should be idempotent by
+``event.id``.
 
 Order: entries of one stream reach one consumer in stream order, except redeliveries (claims and
 restarts), which arrive when they are claimed. To scale out and keep per-key order, shard by key
