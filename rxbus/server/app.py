@@ -213,10 +213,10 @@ class RxbusServer:
         if self.config.spool:
             await self.drain_spool()
             self._tasks.append(asyncio.create_task(self._watch_spool()))
-        # Open connections get a second to finish once the clients are told to go; a request cut
+        # Open connections get half a second to finish once clients are told to go; a request cut
         # off gets no reply, so its sender keeps (spools) and resends it, deduped by id.
         self._runner = web.AppRunner(
-            self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+            self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -426,6 +426,13 @@ class RxbusServer:
         await self.sio.shutdown()
         if self.sio.eio.sockets:  # engineio cannot disconnect an empty set
             await self.sio.eio.disconnect()
+        # engineio leaves each socket's ping timer sleeping (up to 25 s) untracked; cancel ours
+        # so a loop closed right after stop() has no pending task left behind.
+        for task in asyncio.all_tasks():
+            frame = getattr(task.get_coro(), "cr_frame", None)
+            owner = frame.f_locals.get("self") if frame is not None else None
+            if getattr(owner, "server", None) is self.sio.eio:
+                task.cancel()
 
     @web.middleware
     async def _guard(
