@@ -200,9 +200,8 @@ class TestErrors:
     @pytest.mark.parametrize("command", ["tail", "replay"])
     def test_missing_store(self, tmp_path: Path, capsys, command: str) -> None:
         missing = tmp_path / "nope.db"
-        assert (
-            main([command, "--store", str(missing), "--no-follow"][: 3 + (command == "tail")]) == 2
-        )
+        follow = ["--no-follow"] if command == "tail" else []
+        assert main([command, "--store", str(missing), *follow]) == 2
         err = capsys.readouterr().err.strip()
         assert err == f"rxbus {command}: error: no store at {str(missing)!r}: file not found"
 
