@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     spool = Spool(args.spool or default_spool_dir())
 
     result = post(url, [line], token)
-    if result.status is None:  # server unreachable: keep it for later and return at once
+    if result.status is None or result.status >= 500:
+        # Unreachable or failing server: keep the event for later and return at once.
         spool.append(event.id, line)
         return 0
     if result.status != 200:

@@ -237,3 +237,30 @@ class TestSpool:
         monkeypatch.delenv("RXBUS_SPOOL")
         monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
         assert default_spool_dir() == tmp_path / "state" / "rxbus" / "spool"
+
+
+def test_a_failing_server_is_treated_as_down(tmp_path: Path) -> None:
+    """A 5xx (here from a bare HTTP server that always fails) spools the event: exit 0."""
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), Failing)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        result = publish("fail.x", url=url, spool=tmp_path / "spool")
+    finally:
+        httpd.shutdown()
+    assert result.returncode == 0 and result.stderr == b""
+    assert Spool(tmp_path / "spool").pending() == 1
