@@ -1,0 +1,243 @@
+"""JsonlSink and SQLiteStore throughput and replay read speed, each next to its floor (issue 4,
+point 9). Targets on this VM: JSONL >= 300,000 events/s, SQLite >= 100,000 events/s batched.
+
+One round hands ``BATCH`` events to a fresh sink and waits for ``flush()``, so the figure is what
+a publisher can sustain (``on_next`` in the caller, serialising and writing on the writer thread).
+The floors do the same unavoidable work in one thread with nothing around it: orjson lines and
+one ``write`` (plus one ``fsync`` for the batch policy) for JSONL; one ``executemany`` in one
+transaction of the same rows for SQLite; for reads, ``orjson.loads`` of each line / a bare
+``SELECT`` without building events. Each round checks the count, so a sink that drops events
+cannot post a fast number. No timing is asserted; events/s = 1e9 / (ns per event) in the table.
+Run measured: ``pytest tests/benchmarks/test_sinks.py --benchmark-only``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from rxbus import Event
+from rxbus.sinks import JsonlSink, SQLiteStore, read_jsonl
+from rxbus.sinks.sqlite import _INSERT, _MIGRATIONS
+from tests.benchmarks.conftest import Recorder
+
+BATCH = 20_000
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def events() -> list[Event]:
+    return [
+        Event(
+            topic=f"hook.{('tool', 'session', 'response')[i % 3]}",
+            data={"i": i, "tool": "Bash", "command": "ls -la /tmp", "ok": True},
+            source="bench",
+        )
+        for i in range(BATCH)
+    ]
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Iterator[Path]]:
+    """Yields a new file name per call and deletes the previous round's files."""
+    counter = itertools.count()
+
+    def names() -> Iterator[Path]:
+        previous: Path | None = None
+        while True:
+            if previous is not None:
+                for p in previous.parent.glob(previous.name + "*"):
+                    p.unlink()
+            previous = tmp_path / f"round{next(counter)}"
+            yield previous
+
+    yield names()
+
+
+# -- JSONL ---------------------------------------------------------------------------------------
+
+
+def jsonl_floor(path: Path, events: list[Event], fsync: bool) -> None:
+    data = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("policy", ["never", "batch"])
+def test_jsonl_floor(
+    bench: Recorder, events: list[Event], fresh: Iterator[Path], policy: str
+) -> None:
+    """Floor: serialise and write the batch in the caller's thread, one write (one fsync)."""
+
+    def round_() -> None:
+        path = next(fresh).with_suffix(".jsonl")
+        jsonl_floor(path, events, fsync=policy == "batch")
+        assert path.stat().st_size > BATCH * 100
+
+    bench.measure(f"jsonl_{policy}.floor", round_, ops=BATCH, group="jsonl")
+
+
+@pytest.mark.parametrize("policy", ["never", "batch"])
+def test_jsonl_sink(
+    bench: Recorder, events: list[Event], fresh: Iterator[Path], policy: str
+) -> None:
+    """JsonlSink: on_next for each event, then flush() (written, and fsynced for "batch")."""
+
+    def round_() -> None:
+        path = next(fresh).with_suffix(".jsonl")
+        with JsonlSink(path, fsync=policy) as sink:  # type: ignore[arg-type]
+            for e in events:
+                sink.on_next(e)
+            assert sink.flush(timeout=60)
+            assert sink.stats["written"] == BATCH
+
+    bench.measure(f"jsonl_{policy}.sink", round_, ops=BATCH, group="jsonl")
+    bench.compare(
+        f"JsonlSink fsync={policy} (target >= 300k events/s)",
+        subject=f"jsonl_{policy}.sink",
+        floor=f"jsonl_{policy}.floor",
+    )
+
+
+# -- SQLite --------------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def sqlite_floor(path: Path, events: list[Event], synchronous: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        for _, statements in _MIGRATIONS:
+            for statement in statements:
+                conn.execute(statement)
+        dumps = orjson.dumps
+        rows = [
+            (
+                e.id,
+                e.topic,
+                e.type,
+                (e.timestamp - _EPOCH) // _US,
+                e.source,
+                dumps(e.data).decode(),
+                dumps(e.metadata).decode(),
+                e.correlation_id,
+            )
+            for e in events
+        ]
+        conn.execute("BEGIN")
+        assert conn.executemany(_INSERT, rows).rowcount == BATCH
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("policy", "synchronous"), [("never", "NORMAL"), ("batch", "FULL")])
+def test_sqlite_floor(
+    bench: Recorder, events: list[Event], fresh: Iterator[Path], policy: str, synchronous: str
+) -> None:
+    """Floor: the same rows in one executemany and one transaction, in the caller's thread."""
+
+    def round_() -> None:
+        sqlite_floor(next(fresh).with_suffix(".db"), events, synchronous)
+
+    bench.measure(f"sqlite_{policy}.floor", round_, ops=BATCH, group="sqlite")
+
+
+@pytest.mark.parametrize("policy", ["never", "batch"])
+def test_sqlite_store(
+    bench: Recorder, events: list[Event], fresh: Iterator[Path], policy: str
+) -> None:
+    """SQLiteStore: on_next for each event, then flush() (committed, fsynced for "batch")."""
+
+    def round_() -> None:
+        with SQLiteStore(next(fresh).with_suffix(".db"), fsync=policy) as store:  # type: ignore[arg-type]
+            for e in events:
+                store.on_next(e)
+            assert store.flush(timeout=60)
+            assert store.stats["written"] == BATCH
+
+    bench.measure(f"sqlite_{policy}.store", round_, ops=BATCH, group="sqlite")
+    bench.compare(
+        f"SQLiteStore fsync={policy} (target >= 100k events/s)",
+        subject=f"sqlite_{policy}.store",
+        floor=f"sqlite_{policy}.floor",
+    )
+
+
+# -- replay reads --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def written(events: list[Event], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("replay")
+    paths = {"jsonl": directory / "r.jsonl", "sqlite": directory / "r.db"}
+    with JsonlSink(paths["jsonl"], fsync="never") as sink, SQLiteStore(paths["sqlite"]) as store:
+        for e in events:
+            sink.on_next(e)
+            store.on_next(e)
+    return paths
+
+
+def test_replay_jsonl_floor(bench: Recorder, written: dict[str, Path]) -> None:
+    """Floor: orjson.loads of every line, no Event built."""
+
+    def round_() -> None:
+        with open(written["jsonl"], "rb") as f:
+            assert sum(1 for line in f if orjson.loads(line)) == BATCH
+
+    bench.measure("replay_jsonl.floor", round_, ops=BATCH, group="replay")
+
+
+def test_replay_jsonl(bench: Recorder, written: dict[str, Path], events: list[Event]) -> None:
+    """read_jsonl: every line validated into an Event."""
+
+    def round_() -> None:
+        got = list(read_jsonl(written["jsonl"]))
+        assert len(got) == BATCH and got[-1] == events[-1]
+
+    bench.measure("replay_jsonl.read", round_, ops=BATCH, group="replay")
+    bench.compare("read_jsonl replay", subject="replay_jsonl.read", floor="replay_jsonl.floor")
+
+
+def test_replay_sqlite_floor(bench: Recorder, written: dict[str, Path]) -> None:
+    """Floor: a bare SELECT of every row, no Event built."""
+    conn = sqlite3.connect(written["sqlite"])
+    try:
+
+        def round_() -> None:
+            rows = conn.execute("SELECT * FROM events ORDER BY seq").fetchall()
+            assert len(rows) == BATCH
+
+        bench.measure("replay_sqlite.floor", round_, ops=BATCH, group="replay")
+    finally:
+        conn.close()
+
+
+def test_replay_sqlite(bench: Recorder, written: dict[str, Path], events: list[Event]) -> None:
+    """SQLiteStore.query(): every row back as an Event, oldest first."""
+    with SQLiteStore(written["sqlite"], readonly=True) as store:
+
+        def round_() -> None:
+            got = store.query("hook.**")
+            assert len(got) == BATCH and got[-1] == events[-1]
+
+        bench.measure("replay_sqlite.query", round_, ops=BATCH, group="replay")
+    bench.compare(
+        "SQLiteStore.query replay", subject="replay_sqlite.query", floor="replay_sqlite.floor"
+    )
