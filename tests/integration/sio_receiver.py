@@ -188,7 +188,9 @@ def build_app(receiver: Receiver, token: str | None, event: str, namespace: str)
         def loads(raw: str | bytes, **_: Any) -> Any:
             return orjson.loads(raw)
 
-    fast_packet = type("FastPacket", (packet.Packet,), {"json": OrjsonCodec})
+    fast_packet = type(
+        "FastPacket", (packet.Packet,), {"json": OrjsonCodec, "uses_binary_events": False}
+    )
     sio = socketio.AsyncServer(
         async_mode="aiohttp", serializer=fast_packet, max_http_buffer_size=64 * 1024 * 1024
     )

@@ -224,15 +224,22 @@ class TestRejectionsAndLimits:
         assert "rejected" in str(letters[0].error)
         assert (stats["rejected"], stats["acknowledged"]) == (1, 10)
 
+    @pytest.mark.parametrize(
+        ("failure", "error_type"),
+        [("raise", KeyError), ("bytes", TypeError)],
+    )
     def test_a_failing_payload_function_dead_letters_its_batch_only(
-        self, receiver: ReceiverProcess
+        self, receiver: ReceiverProcess, failure: str, error_type: type[Exception]
     ) -> None:
-        """payload= raising for one event dead-letters that emit's events; later ones arrive."""
+        """payload= raising, or returning something that is not JSON, for one event
+        dead-letters that emit's events; the connection stays up and later events arrive."""
         letters: list[DeadLetter] = []
 
         def shape(event: Event) -> dict[str, Any]:
-            if event.data.get("bad"):
+            if event.data.get("bad") and failure == "raise":
                 raise KeyError("no such field")
+            if event.data.get("bad"):
+                return {"id": event.id, "raw": b"\x00"}
             return event.to_dict()
 
         good, bad = events(3), Event(topic="hook.tool", data={"bad": True})
@@ -244,7 +251,9 @@ class TestRejectionsAndLimits:
             assert sink.flush(timeout=10)
             assert sink.stats["rejected"] == 1
         assert receiver.ids() == [e.id for e in good]
-        assert [(letter.event, type(letter.error)) for letter in letters] == [(bad, KeyError)]
+        assert [letter.event for letter in letters] == [bad]
+        assert isinstance(letters[0].error, error_type)
+        assert sink.stats["reconnects"] == 0
 
     def test_on_error_delivers_what_is_queued_then_closes(self, receiver: ReceiverProcess) -> None:
         """An upstream error still flushes the outbox before the sink closes."""
