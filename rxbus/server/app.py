@@ -86,11 +86,15 @@ class ServerConfig:
                 "publish; bind 127.0.0.1 or pass --token"
             )
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0..65535, got {self.port}")
+            raise ValueError(f"port (--port) must be 0..65535, got {self.port}")
         if self.max_body < 1024:
-            raise ValueError(f"max body must be at least 1024 bytes, got {self.max_body}")
+            raise ValueError(
+                f"max body (--max-body) must be at least 1024 bytes, got {self.max_body}"
+            )
         if self.max_event_bytes < 1:
-            raise ValueError(f"max event bytes must be >= 1, got {self.max_event_bytes}")
+            raise ValueError(
+                f"max event bytes (--max-event-bytes) must be >= 1, got {self.max_event_bytes}"
+            )
 
 
 def is_loopback(host: str) -> bool:

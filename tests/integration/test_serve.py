@@ -237,6 +237,37 @@ class TestBind:
         assert "0.0.0.0" in line and "--token" in line
         assert not (tmp_path / "s.sqlite").exists()
 
+    @pytest.mark.parametrize(
+        ("args", "needle"),
+        [
+            (("--port", "99999"), "--port"),
+            (("--max-body", "10"), "--max-body"),
+            (("--max-event-bytes", "0"), "--max-event-bytes"),
+        ],
+    )
+    def test_bad_settings_are_one_line(
+        self, tmp_path: Path, args: tuple[str, ...], needle: str
+    ) -> None:
+        result = subprocess.run(
+            rxbus_cmd("serve", "--store", "none", *args),
+            capture_output=True,
+            env=child_env(),
+            timeout=30,
+        )
+        [line] = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2 and needle in line and line.startswith("rxbus serve: error:")
+
+    def test_port_in_use_is_one_line(self, tmp_path: Path) -> None:
+        with ServeProcess(tmp_path / "first") as first:
+            result = subprocess.run(
+                rxbus_cmd("serve", "--port", str(first.port), "--store", "none", "--spool", "none"),
+                capture_output=True,
+                env=child_env(),
+                timeout=30,
+            )
+        [line] = result.stderr.decode().strip().splitlines()
+        assert result.returncode == 2 and "cannot listen" in line and str(first.port) in line
+
     def test_config_accepts_non_loopback_with_token(self) -> None:
         ServerConfig(host="0.0.0.0", token="t").check()
         with pytest.raises(ValueError, match="without --token"):
