@@ -253,7 +253,24 @@ class JsonlSink:
 
     def _write(self, batch: list[Event]) -> None:
         dumps = orjson.dumps
-        lines = [dumps(e, option=_NEWLINE) for e in batch]
+        # A plain dict per event: orjson serialises it (and the datetime, natively) about twice
+        # as fast as the dataclass itself, and in Event.to_dict()'s key order.
+        lines = [
+            dumps(
+                {
+                    "id": e.id,
+                    "topic": e.topic,
+                    "type": e.type,
+                    "timestamp": e.timestamp,
+                    "source": e.source,
+                    "data": e.data,
+                    "metadata": e.metadata,
+                    "correlation_id": e.correlation_id,
+                },
+                option=_NEWLINE,
+            )
+            for e in batch
+        ]
         if self._rotate_every and self._size and self._age() >= self._rotate_every:
             self._try_rotate()
         written_before = self._written

@@ -66,7 +66,23 @@ def fresh(tmp_path: Path) -> Iterator[Iterator[Path]]:
 
 
 def jsonl_floor(path: Path, events: list[Event], fsync: bool) -> None:
-    data = b"".join(orjson.dumps(e, option=orjson.OPT_APPEND_NEWLINE) for e in events)
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    data = b"".join(
+        dumps(
+            {
+                "id": e.id,
+                "topic": e.topic,
+                "type": e.type,
+                "timestamp": e.timestamp,
+                "source": e.source,
+                "data": e.data,
+                "metadata": e.metadata,
+                "correlation_id": e.correlation_id,
+            },
+            option=newline,
+        )
+        for e in events
+    )
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
