@@ -125,7 +125,6 @@ class _Item:
 class _Batch:
     items: list[_Item]
     sent_at: float
-    connection: int
 
 
 class SocketIOSink:
@@ -167,6 +166,7 @@ class SocketIOSink:
 
     Raises:
         ValueError: naming any argument out of range.
+        ImportError: python-socketio or aiohttp is missing (``pip install 'rxbus[socketio]'``).
 
     Example::
 
@@ -298,7 +298,6 @@ class SocketIOSink:
         self._pending: deque[_Item] = deque()
         self._inflight: dict[int, _Batch] = {}
         self._batch_seq = 0
-        self._connection = 0
         self._client: Any = None
         self._db: sqlite3.Connection | None = None
         self._spill_cursor = 0  # rows with a larger seq are not loaded into memory yet
@@ -514,7 +513,6 @@ class SocketIOSink:
                 return False
             with self._lock:
                 self._counts["reconnects"] += count_reconnect
-            self._connection += 1
             self._client = client
             self._wake_up()
             try:
@@ -575,7 +573,7 @@ class SocketIOSink:
         if len(self._pending) >= want:
             return
         if self._spilled_unloaded():
-            self._spill_load(want)
+            self._spill_load(want - len(self._pending))
             return
         while self._intake and len(self._pending) < want:
             self._pending.append(_Item(self._intake.popleft()))
@@ -605,7 +603,7 @@ class SocketIOSink:
                 item.attempts += 1
             self._batch_seq += 1
             seq = self._batch_seq
-            self._inflight[seq] = _Batch(items, time.monotonic(), self._connection)
+            self._inflight[seq] = _Batch(items, time.monotonic())
             try:
                 await client.emit(
                     self.event,
