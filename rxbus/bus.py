@@ -723,6 +723,11 @@ class _Seam:
                 self._buffer.append(event)
                 self._buffered.add(event.id)
                 return
+            # a publisher that appended to the ring before the snapshot can reach the live
+            # path only now, after the drain: its event went out as past already
+            if self._emitted and event.id in self._emitted:
+                self._emitted.discard(event.id)
+                return
         self.emit(event)
 
     def on_error(self, error: Exception) -> None:
@@ -754,7 +759,6 @@ class _Seam:
                 if not pending:
                     self._buffer = None
                     self._buffered.clear()
-                    self._emitted.clear()
                     return
                 self._buffer = []
                 emitted = self._emitted
