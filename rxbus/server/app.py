@@ -37,7 +37,7 @@ from rxbus.event import Event
 from rxbus.server.ingest import Rejected, events_from_body, events_from_payload
 from rxbus.topics import compile_pattern, validate_pattern
 
-__all__ = ["RxbusServer", "ServerConfig", "is_loopback"]
+__all__ = ["NotStored", "RxbusServer", "ServerConfig", "is_loopback"]
 
 log = logging.getLogger("rxbus.server")
 
@@ -105,6 +105,10 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+class NotStored(Exception):
+    """The store did not confirm an ingest in time: the request is answered 503 (no ack)."""
 
 
 class _SeenIds:
@@ -268,7 +272,11 @@ class RxbusServer:
         # Duplicates wait too: their first copy may still be on its way to the store, and the
         # sender deletes its spooled copy once we answer.
         if events and self._store is not None:
-            await loop.run_in_executor(None, self._store.flush)
+            stored = await loop.run_in_executor(None, self._store.flush)
+            if stored is False:
+                # Not acknowledged, so the sender keeps the events and sends them again; the
+                # resend is answered (as duplicates) once the store has caught up.
+                raise NotStored("the store did not confirm the events in time; send them again")
         duplicates = len(events) - len(fresh)
         self.accepted += len(fresh)
         self.duplicates += duplicates
@@ -462,6 +470,8 @@ class RxbusServer:
         except Rejected as err:
             self.rejected += 1
             return _error(err.status, err.message)
+        except NotStored as err:
+            return _error(503, str(err))
         except web.HTTPException as err:
             if err.status >= 400:
                 return _error(err.status, err.reason)
@@ -561,13 +571,17 @@ class RxbusServer:
             self._leave(sid, pattern)
         self._sid_patterns.pop(sid, None)
 
-    async def _on_publish(self, sid: str, payload: Any = None) -> dict[str, Any]:
+    async def _on_publish(self, sid: str, payload: Any = None) -> Any:
         try:
             events = events_from_payload(payload, self.config.max_event_bytes)
         except Rejected as err:
             self.rejected += 1
             return {"ok": False, "error": err.message}
-        accepted, duplicates = await self.ingest(events)
+        try:
+            accepted, duplicates = await self.ingest(events)
+        except NotStored as err:
+            log.warning("publish from %s not acknowledged: %s", sid, err)
+            return self.sio.not_handled  # no ack: the sender resends after its ack timeout
         return {"ok": True, "accepted": accepted, "duplicates": duplicates}
 
     async def _on_subscribe(self, sid: str, request: Any = None) -> dict[str, Any]:

@@ -166,3 +166,50 @@ def test_concurrent_requests_with_the_same_ids_publish_each_once(tmp_path: Path)
             await bus.aclose()
 
     run(main())
+
+
+def test_a_store_that_does_not_confirm_gets_no_acknowledgement(tmp_path: Path) -> None:
+    """flush() timing out: HTTP 503 and no Socket.IO ack, so senders resend; resends dedupe."""
+    from rxbus.sinks import SQLiteStore
+
+    class StuckOnce(SQLiteStore):
+        """A store whose disk stalls for the first two flushes (an injected fault)."""
+
+        stalls = 2
+
+        def flush(self, timeout: float = 5.0) -> bool:
+            done = super().flush(timeout)
+            if self.stalls:
+                self.stalls -= 1
+                return False
+            return done
+
+    async def main() -> None:
+        store = StuckOnce(tmp_path / "s.sqlite")
+        server = RxbusServer(ServerConfig(port=0), store=store)
+        await server.start()
+        try:
+            event = Event(topic="stuck.http")
+            status, reply = await post(server.url, event.to_dict())
+            assert status == 503 and "send them again" in reply["error"]
+            client = socketio.AsyncClient(reconnection=False)
+            await client.connect(server.url)
+            other = Event(topic="stuck.sio")
+            with pytest.raises(socketio.exceptions.TimeoutError):
+                await client.call("publish", other.to_dict(), timeout=1)
+            assert await post(server.url, event.to_dict()) == (
+                200,
+                {"accepted": 0, "duplicates": 1},
+            )
+            assert await client.call("publish", other.to_dict(), timeout=10) == {
+                "ok": True,
+                "accepted": 0,
+                "duplicates": 1,
+            }
+            await client.disconnect()
+            assert [e.id for e in store.query("stuck.*")] == [event.id, other.id]
+        finally:
+            await server.stop()
+        store.close()
+
+    run(main())
