@@ -72,7 +72,6 @@ class _Call:
         self.fn = fn
 
 
-
 def _is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object whose __call__ is async
@@ -212,6 +211,10 @@ class Consumer(abc.DisposableBase):
                 scheduler if scheduler is not None else AsyncIOThreadSafeScheduler(self._loop)
             )
 
+        bind = getattr(sink, "bind_consumer", None)
+        if callable(bind):
+            # lets a sink send its own failures (a server refusing an event) to this bus
+            bind(self._context())
         self._head: Callable[[Any], Any] = self._sink_on_next
         self._subscription: abc.DisposableBase | None = None
         if self._operators:
@@ -248,15 +251,17 @@ class Consumer(abc.DisposableBase):
 
         source: Observable[Any] = Observable(inlet_subscribe)
         chain = source.pipe(*self._operators)  # type: ignore[arg-type]
-        ctx = _context.ConsumerContext(
-            consumer=self.name, report_dead_letter=self._report, metrics=self.bus._registry
-        )
-        with _context.using(ctx):
+        with _context.using(self._context()):
             self._subscription = chain.subscribe(_Terminal(self), scheduler=self._scheduler)
         if not heads:  # the chain did not subscribe to its source (e.g. an operator replaced it)
             self._head = lambda _v: None
         else:
             self._head = heads[-1].on_next
+
+    def _context(self) -> _context.ConsumerContext:
+        return _context.ConsumerContext(
+            consumer=self.name, report_dead_letter=self._report, metrics=self.bus._registry
+        )
 
     def _rebuild_chain(self) -> None:
         old = self._subscription

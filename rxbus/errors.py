@@ -10,6 +10,7 @@ __all__ = [
     "BufferOverflowError",
     "BusClosedError",
     "CircuitOpenError",
+    "DeliveryError",
     "InvalidTopicError",
     "PayloadError",
     "RxbusError",
@@ -42,3 +43,7 @@ class BufferOverflowError(RxbusError, RuntimeError):
 
 class CircuitOpenError(RxbusError, RuntimeError):
     """An item was not handled because its circuit breaker is open."""
+
+
+class DeliveryError(RxbusError, RuntimeError):
+    """A downstream system (a server, a broker) refused an event a sink tried to deliver."""

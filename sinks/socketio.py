@@ -37,9 +37,9 @@ from typing import Any
 import orjson
 from loguru import logger
 
-from rxbus._context import dead_letter_target
+from rxbus._context import ConsumerContext, dead_letter_target
 from rxbus.deadletter import DeadLetter
-from rxbus.errors import BufferOverflowError, BusClosedError, RxbusError
+from rxbus.errors import BufferOverflowError, BusClosedError, DeliveryError
 from rxbus.event import Event
 from rxbus.policies import Overflow
 
@@ -161,8 +161,8 @@ class SocketIOSink:
         transports: Engine.IO transports; websocket alone skips the polling handshake.
         headers: extra HTTP headers for the connection request.
         name: names the sink's thread and its dead letters.
-        dead_letters: receives rejected events; default the bus consumer's dead letters when
-            the sink is built inside one, else the ``rxbus`` logger.
+        dead_letters: receives rejected events; default the dead letters of the bus the sink
+            is subscribed to (see :meth:`bind_consumer`), else the ``rxbus`` logger.
 
     Raises:
         ValueError: naming any argument out of range.
@@ -261,6 +261,7 @@ class SocketIOSink:
         self._transports = transports
         self._headers = dict(headers or {})
         self._dead_letters = dead_letter_target(dead_letters)
+        self._explicit_dead_letters = dead_letters is not None
         self.last_error: str | None = None
 
         # Shared with publishers: guarded by _lock. ``_memory`` counts events held in memory
@@ -318,6 +319,12 @@ class SocketIOSink:
         self._ready.wait()
 
     # -- observer ------------------------------------------------------------------------------
+
+    def bind_consumer(self, context: ConsumerContext) -> None:
+        """Called by the bus when this sink is subscribed: without ``dead_letters=``, events the
+        server refuses become dead letters of that bus."""
+        if not self._explicit_dead_letters:
+            self._dead_letters = context.report_dead_letter
 
     def on_next(self, event: Event) -> None:
         """Queue ``event`` for delivery; returns at once.
@@ -636,7 +643,7 @@ class SocketIOSink:
                     item.solo = True
                     self._pending.appendleft(item)
             else:
-                self._reject(batch.items, RxbusError(f"server {self.url} rejected it: {error}"))
+                self._reject(batch.items, DeliveryError(f"server {self.url} rejected it: {error}"))
             self._wake_up()
             return
         with self._lock:

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-from rxbus import BufferOverflowError, BusClosedError, DeadLetter, Event, EventBus, Overflow
+from rxbus import (
+    BufferOverflowError,
+    BusClosedError,
+    DeadLetter,
+    DeliveryError,
+    Event,
+    EventBus,
+    Overflow,
+)
 from rxbus.sinks import SocketIOSink
 from tests.conftest import free_port
 from tests.integration.sio_receiver import ReceiverProcess
@@ -223,6 +231,22 @@ class TestRejectionsAndLimits:
         assert [letter.event for letter in letters] == [poison]
         assert "rejected" in str(letters[0].error)
         assert (stats["rejected"], stats["acknowledged"]) == (1, 10)
+
+    def test_subscribed_without_dead_letters_it_uses_the_bus(
+        self, receiver: ReceiverProcess
+    ) -> None:
+        """bus.subscribe(sink) binds the sink to the bus: a refused event is a bus dead letter
+        carrying a DeliveryError, named after the consumer."""
+        poison = Event(topic="hook.tool", data={"reject": True})
+        with EventBus() as bus:
+            letters: list[DeadLetter] = []
+            bus.dead_letters.subscribe(letters.append)
+            sink = SocketIOSink(receiver.url, batch_size=1)
+            bus.subscribe(sink, name="sio")
+            bus.publish(poison)
+            assert sink.flush(timeout=10)
+        assert [letter.event for letter in letters] == [poison]
+        assert isinstance(letters[0].error, DeliveryError)
 
     @pytest.mark.parametrize(
         ("failure", "error_type"),
