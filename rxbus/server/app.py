@@ -453,6 +453,10 @@ class RxbusServer:
         handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
     ) -> web.StreamResponse:
         """Token, origin and body-size checks shared by every HTTP route."""
+        if not self.config.token and not _loopback_host(request.host):
+            # Without a token only loopback names may be used, so a site that rebinds its DNS
+            # name to 127.0.0.1 cannot reach the server from a browser.
+            return _error(403, f"Host {request.host[:100]!r} refused: use 127.0.0.1 or localhost")
         origin = request.headers.get("Origin")
         if origin and origin != f"{request.scheme}://{request.host}":
             # A page from another site may POST to a loopback server; only our own page may.
@@ -635,6 +639,14 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def _loopback_host(host_header: str) -> bool:
+    """True if an HTTP Host header names a loopback address (with or without a port)."""
+    host = host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+    if host.startswith("["):
+        host = host[1 : host.find("]")]
+    return is_loopback(host)
 
 
 def _dead_letter_dict(letter: DeadLetter) -> dict[str, Any]:

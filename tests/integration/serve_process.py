@@ -165,11 +165,13 @@ class ServeProcess:
         *,
         raw: bytes | None = None,
         content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
         **kw: Any,
     ) -> tuple[int, Any]:
         """POST ``payload`` (as JSON) or ``raw`` bytes to ``/events``; the reply parsed as JSON."""
         body = raw if raw is not None else json.dumps(payload).encode()
-        status, reply = self.request("POST", "/events", body, {"Content-Type": content_type}, **kw)
+        headers = {"Content-Type": content_type, **(headers or {})}
+        status, reply = self.request("POST", "/events", body, headers, **kw)
         return status, json.loads(reply)
 
     def history(self, pattern: str = "**", after: str | None = None) -> list[dict[str, Any]]:

@@ -95,6 +95,18 @@ class TestHttpIngest:
         assert 'rxbus_topic_published_total{topic="metrics.seen"} 2.0' in text
         assert "# TYPE rxbus_published_total counter" in text
 
+    @pytest.mark.parametrize("path", ["/", "/events", "/socket.io/?EIO=4&transport=polling"])
+    def test_a_non_loopback_host_name_is_refused(self, server: ServeProcess, path: str) -> None:
+        """DNS rebinding: a page at evil.example resolved to 127.0.0.1 gets 403 everywhere."""
+        status, body = server.get(path, headers={"Host": f"evil.example:{server.port}"})
+        assert status == 403 and "evil.example" in json.loads(body)["error"]
+        status, _ = server.post(
+            {"topic": "evil.rebind"}, headers={"Host": f"evil.example:{server.port}"}
+        )
+        assert status == 403
+        assert server.history("evil.*") == []
+        assert server.get("/healthz", headers={"Host": f"localhost:{server.port}"})[0] == 200
+
     def test_cross_origin_post_is_refused(self, server: ServeProcess) -> None:
         """A browser page from another origin cannot publish to the loopback server."""
         before = len(server.history("**"))

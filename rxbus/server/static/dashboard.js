@@ -66,7 +66,11 @@
     setStatus("connected", "connected");
     subscribe();
     socket.emit("dead_letters", {}, (ack) => {
-      if (ack && ack.ok) for (const letter of ack.dead_letters) addDeadLetter(letter, false);
+      if (!ack || !ack.ok) return;
+      // The server's recent list replaces ours, so a reconnect shows none twice.
+      state.deadCount = 0;
+      $("dead-letters").replaceChildren();
+      for (const letter of ack.dead_letters) addDeadLetter(letter);
     });
   });
   socket.on("disconnect", () => setStatus("disconnected", "disconnected, reconnecting"));
@@ -74,7 +78,7 @@
     setStatus("refused", "cannot connect: " + (err && err.message));
   });
   socket.on("event", receive);
-  socket.on("dead_letter", (letter) => addDeadLetter(letter, true));
+  socket.on("dead_letter", addDeadLetter);
 
   function remember(id) {
     if (state.seen.has(id)) return false;
@@ -159,7 +163,7 @@
   }
   setInterval(renderRates, 1000);
 
-  function addDeadLetter(letter, live) {
+  function addDeadLetter(letter) {
     state.deadCount += 1;
     $("dead-count").textContent = String(state.deadCount);
     const item = document.createElement("li");
@@ -171,8 +175,7 @@
       String(letter.attempts) + ")";
     item.appendChild(detail);
     const list = $("dead-letters");
-    if (live) list.insertBefore(item, list.firstChild);
-    else list.appendChild(item);
+    list.insertBefore(item, list.firstChild); // newest first
   }
 
   $("pause").addEventListener("click", () => {
