@@ -97,7 +97,7 @@ class BatchWriter:
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._handed = Counter()
-        self._done = 0  # only the writer thread changes it, under _progress
+        self._done = 0  # items written or failed; only the writer changes it, under _progress
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"rxbus-{name}", daemon=True)
         self._thread.start()
@@ -139,30 +139,30 @@ class BatchWriter:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until every item ``put`` before this call has been written (or failed).
 
+        A marker goes into the queue behind those items; the writer, which takes the queue in
+        order, signals it once everything ahead of it is written. (Counting items instead would
+        race: two threads can append in one order and count in the other.)
+
         Returns:
             True if that happened within ``timeout`` seconds, False otherwise.
         """
-        target = self._handed.value
-        deadline = time.monotonic() + timeout
+        if not self._thread.is_alive():
+            return not self._queue
+        marker = _Marker()
+        self._queue.append(marker)
         self._wake.set()
-        with self._progress:
-            while self._done < target:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._thread.is_alive():
-                    return self._done >= target
-                self._progress.wait(left)
-        return True
+        return marker.wait(timeout)
 
     def stop(self, timeout: float = 5.0) -> int:
         """Write what is queued, then end the thread; returns how many items were left unwritten."""
         self._stopping = True
         self._wake.set()
         self._thread.join(timeout)
-        return len(self._queue)
+        return sum(1 for item in self._queue if item.__class__ is not _Marker)
 
     @property
     def pending(self) -> int:
-        """Items handed over but not yet written."""
+        """Items handed over but not yet written (and flush markers, which are rare)."""
         return len(self._queue)
 
     @property
@@ -183,15 +183,24 @@ class BatchWriter:
             wake.wait(self._tick_interval)
             wake.clear()
             while queue:
-                n = min(len(queue), self._max_batch)
-                batch = [queue.popleft() for _ in range(n)]
-                try:
-                    self._write(batch)
-                except Exception as err:
-                    self._on_failure(batch, err)
-                with self._progress:
-                    self._done += n
-                    self._progress.notify_all()
+                batch = []
+                markers = []
+                for _ in range(min(len(queue), self._max_batch)):
+                    item = queue.popleft()
+                    if item.__class__ is _Marker:
+                        markers.append(item)
+                        break  # write what is ahead of the marker, then signal it
+                    batch.append(item)
+                if batch:
+                    try:
+                        self._write(batch)
+                    except Exception as err:
+                        self._on_failure(batch, err)
+                    with self._progress:
+                        self._done += len(batch)
+                        self._progress.notify_all()
+                for marker in markers:
+                    marker.set()
             if self._tick is not None:
                 try:
                     self._tick()
@@ -199,6 +208,10 @@ class BatchWriter:
                     self._on_failure([], err)
             if self._stopping and not queue:
                 return
+
+
+class _Marker(threading.Event):
+    """A flush request travelling through the queue behind the items it waits for."""
 
 
 # -- what a persistent sink accepts -------------------------------------------------------------

@@ -24,6 +24,7 @@ import glob
 import os
 import re
 import stat
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -123,6 +124,7 @@ class JsonlSink:
         self._fsync = fsync
         self._dead_letters = dead_letters
         self._closed = False
+        self._close_lock = threading.Lock()
         self._written = 0
         self._bytes = 0
         self._batches = 0
@@ -174,9 +176,10 @@ class JsonlSink:
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (within ``timeout``), then close the file. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
         self._lost_at_close = self._writer.stop(timeout)
         if not self._writer.alive and self._fd >= 0:
             os.close(self._fd)
@@ -220,7 +223,8 @@ class JsonlSink:
         limit: int | None = None,
     ) -> list[Event]:
         """Events written so far, filtered as :meth:`rxbus.sinks.SQLiteStore.query` does, so a
-        ``JsonlSink`` also works as ``bus.replay(store=sink)``."""
+        ``JsonlSink`` also works as ``bus.replay(store=sink)``. Events still queued are not
+        included: call :meth:`flush` first (``bus.replay`` does)."""
         return list(query_jsonl(self.path, pattern, since=since, until=until, limit=limit))
 
     def __repr__(self) -> str:

@@ -413,6 +413,9 @@ class SQLiteStore:
     ) -> list[Event]:
         """Stored events whose topic matches ``pattern``, oldest (first stored) first.
 
+        Events still queued for the writer are not included: call :meth:`flush` first to see
+        everything handed over (``bus.replay(store=...)`` does).
+
         Args:
             pattern: a topic pattern (``"hook.*"``, ``"build.**"``).
             since: a timezone-aware ``datetime`` (events with ``timestamp >= since``) or an event

@@ -59,7 +59,7 @@ while True:
         time.sleep(0.001)
 """
 
-REPORTS_BEFORE_KILL = 12
+REPORTS_BEFORE_KILL = 6
 
 
 def run_and_kill(kind: str, path: Path) -> int:
