@@ -466,14 +466,28 @@ class SQLiteStore:
             params.append(int(limit))
         return [_event(row) for row in conn.execute(sql, params)]
 
-    def latest(self, pattern: str = "**", n: int = 10) -> list[Event]:
-        """The ``n`` newest events matching ``pattern``, oldest first (what ``tail`` shows)."""
+    def latest(self, pattern: str = "**", n: int = 10, *, until: str | None = None) -> list[Event]:
+        """The ``n`` newest events matching ``pattern``, oldest first (what ``tail`` shows).
+
+        Args:
+            pattern: a topic pattern.
+            n: how many.
+            until: an event id: the newest ones up to and including that event.
+        """
         validate_pattern(pattern)
         conn = self._reader()
-        if pattern == "**":
-            sql, params = f"SELECT {_COLUMNS} FROM events", []
-        else:
-            sql, params = f"SELECT {_COLUMNS} FROM events WHERE rxbus_matches(?, topic)", [pattern]
+        where: list[str] = []
+        params: list[Any] = []
+        if pattern != "**":
+            where.append("rxbus_matches(?, topic)")
+            params.append(pattern)
+        if until is not None:
+            clause, args = self._bound(conn, "until", until)
+            where.append(clause)
+            params += args
+        sql = f"SELECT {_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, n]).fetchall()
         return [_event(row) for row in reversed(rows)]
 

@@ -219,12 +219,19 @@ def _printer(args: argparse.Namespace) -> Any:
 def _tail_sqlite(store: Any, pattern: str, since: Any, args: argparse.Namespace, show: Any) -> int:
     from rxbus.sinks.jsonl import StoreError
 
-    try:
-        first = store.query(pattern, since=since) if since is not None else None
-    except ValueError as err:
-        raise CliError(str(err)) from None
+    # Everything up to the newest event now is printed first; following starts after it, so
+    # an event stored meanwhile is printed once.
     last_id = store.last_id()
-    for event in first if first is not None else store.latest(pattern, args.lines):
+    if last_id is None:
+        first = []
+    elif since is not None:
+        try:
+            first = store.query(pattern, since=since, until=last_id)
+        except ValueError as err:
+            raise CliError(str(err)) from None
+    else:
+        first = store.latest(pattern, args.lines, until=last_id)
+    for event in first:
         show(event)
     sys.stdout.flush()
     while args.follow:

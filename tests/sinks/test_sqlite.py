@@ -173,6 +173,7 @@ class TestQuery:
     def test_latest_takes_the_newest_oldest_first(self, filled) -> None:
         store, sent = filled
         assert store.latest("hook.**", 2) == [sent[1], sent[2]]
+        assert store.latest("**", 2, until=sent[3].id) == [sent[2], sent[3]]
 
     def test_get_count_last_id(self, filled) -> None:
         store, sent = filled
