@@ -1,7 +1,9 @@
 """Every ```python block in README.md runs as written, each in a fresh interpreter.
 
-A block preceded by ``<!-- requires: NAME -->`` needs that binary or service: it is skipped
-locally (failed under CI=true) when ``NAME`` is missing, like any other test that needs it.
+A block preceded by ``<!-- requires: NAME -->`` needs that binary: it is skipped locally
+(failed under CI=true) when ``NAME`` is missing, like any other test that needs it. A block
+preceded by ``<!-- readme-test: elsewhere (test module) -->`` is a listing that another test
+runs with the server it needs; it is not collected here.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(
-    r"(?:<!-- requires: (?P<req>[\w.-]+) -->\s*\n)?```python\n(?P<code>.*?)```", re.S
+    r"(?:<!-- (?:requires: (?P<req>[\w.-]+)|readme-test: (?P<elsewhere>elsewhere)[^>]*) -->"
+    r"\s*\n)?```python\n(?P<code>.*?)```",
+    re.S,
 )
 
 
@@ -25,6 +29,8 @@ def blocks() -> list[tuple[int, str | None, str]]:
     text = (ROOT / "README.md").read_text()
     found = []
     for m in BLOCK.finditer(text):
+        if m.group("elsewhere"):
+            continue
         line = text.count("\n", 0, m.start("code")) + 1
         found.append((line, m.group("req"), m.group("code")))
     return found
