@@ -18,7 +18,6 @@ from typing import Any
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BufferOverflowError, RxbusError
 from rxbus.event import Event
-from rxbus.metrics import Counter
 
 __all__ = [
     "DEAD_LETTER_TOPIC",
@@ -96,7 +95,6 @@ class BatchWriter:
         self._queue: deque[Any] = deque()
         self._wake = threading.Event()
         self._progress = threading.Condition()
-        self._handed = Counter()
         self._done = 0  # items written or failed; only the writer changes it, under _progress
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name=f"rxbus-{name}", daemon=True)
@@ -117,7 +115,6 @@ class BatchWriter:
         if len(queue) >= self._max_pending:
             self._wait_for_room()
         queue.append(item)
-        self._handed.increment()
         # Order matters: append, then check. The writer clears the flag before it drains, so an
         # item appended while the flag is still set is picked up by that drain.
         if not self._wake.is_set():
@@ -166,11 +163,6 @@ class BatchWriter:
         return len(self._queue)
 
     @property
-    def handed(self) -> int:
-        """Items ever handed to :meth:`put`."""
-        return self._handed.value
-
-    @property
     def alive(self) -> bool:
         """True while the writer thread runs."""
         return self._thread.is_alive()
@@ -184,11 +176,11 @@ class BatchWriter:
             wake.clear()
             while queue:
                 batch = []
-                markers = []
+                marker = None
                 for _ in range(min(len(queue), self._max_batch)):
                     item = queue.popleft()
                     if item.__class__ is _Marker:
-                        markers.append(item)
+                        marker = item
                         break  # write what is ahead of the marker, then signal it
                     batch.append(item)
                 if batch:
@@ -199,7 +191,7 @@ class BatchWriter:
                     with self._progress:
                         self._done += len(batch)
                         self._progress.notify_all()
-                for marker in markers:
+                if marker is not None:
                     marker.set()
             if self._tick is not None:
                 try:
