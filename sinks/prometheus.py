@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,7 +40,9 @@ class PrometheusExporter:
     - ``rxbus_consumer_received_total``, ``..._delivered_total``, ``..._failed_total``,
       ``..._dropped_total``, ``..._dead_lettered_total`` ``{consumer, topic}`` (``topic`` is the
       consumer's pattern): per consumer, as in ``bus.metrics()["consumers"]``.
-    - ``rxbus_dead_lettered_total``: dead letters of the whole bus.
+    - ``rxbus_dead_lettered_total``: dead letters of the whole bus, and
+      ``rxbus_dead_letters_total{topic, consumer, error}`` per topic of the failed event,
+      consumer and error type (counted from ``bus.dead_letters`` since the exporter started).
     - ``rxbus_consumer_queue_depth{consumer}`` and ``rxbus_consumer_queue_size{consumer}``: gauges.
     - ``rxbus_sink_stat{consumer, stat}``: each number in a sink's ``stats`` (written, errors...).
     - ``rxbus_publish_latency_seconds``: a histogram of the time from an event's creation in
@@ -72,7 +75,7 @@ class PrometheusExporter:
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         start: bool = True,
     ) -> None:
-        from prometheus_client import CollectorRegistry, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.bus = bus
         self.host = host
@@ -88,11 +91,19 @@ class PrometheusExporter:
             buckets=tuple(buckets),
             registry=self.registry,
         ).labels(bus.name)
+        self._dead_by_topic = Counter(
+            "dead_letters",
+            "Dead letters per topic of the failed event, consumer and error type",
+            ["bus", "topic", "consumer", "error"],
+            namespace=namespace,
+            registry=self.registry,
+        )
         self._observed = 0
         self._server: Any = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._consumer = bus.subscribe(self, name=f"prometheus:{namespace}")
+        self._dead_subscription = bus.dead_letters.subscribe(self._count_dead_letter)
         if start:
             self.start()
 
@@ -135,6 +146,13 @@ class PrometheusExporter:
         self._latency.observe(max(0.0, time.time() - event.timestamp.timestamp()))
         self._observed += 1
 
+    def _count_dead_letter(self, letter: DeadLetter) -> None:
+        failed = letter.event
+        topic = failed.topic if isinstance(failed, Event) else ""
+        self._dead_by_topic.labels(
+            self.bus.name, topic, letter.consumer, type(letter.error).__name__
+        ).inc()
+
     def on_error(self, error: Exception) -> None:
         """Keep serving: the counters still say what happened."""
 
@@ -145,6 +163,7 @@ class PrometheusExporter:
     def close(self) -> None:
         """Unsubscribe from the bus and stop serving. Idempotent."""
         self._consumer.dispose()
+        self._dead_subscription.dispose()
         self._stop_server()
 
     def _stop_server(self) -> None:

@@ -68,6 +68,8 @@ def test_scrape_reports_topics_consumers_and_latency(tmp_path) -> None:
             assert value(samples, "rxbus_consumer_delivered_total", **flaky_labels) == 16
             assert value(samples, "rxbus_consumer_dead_lettered_total", **flaky_labels) == 4
             assert value(samples, "rxbus_dead_lettered_total", bus="shop") == 4
+            by_topic = {"bus": "shop", "topic": "order.created", "consumer": "flaky"}
+            assert value(samples, "rxbus_dead_letters_total", **by_topic, error="RuntimeError") == 4
             store_labels = {"bus": "shop", "consumer": "store", "topic": "**"}
             assert value(samples, "rxbus_consumer_delivered_total", **store_labels) == 27
             assert value(samples, "rxbus_consumer_dropped_total", **store_labels) == 0
