@@ -257,3 +257,36 @@ def test_replay_sqlite(bench: Recorder, written: dict[str, Path], events: list[E
     bench.compare(
         "SQLiteStore.query replay", subject="replay_sqlite.query", floor="replay_sqlite.floor"
     )
+
+
+# -- publisher-side cost -------------------------------------------------------------------------
+
+
+def test_on_next_cost_floor(bench: Recorder, events: list[Event]) -> None:
+    """Floor: list.append, the least a hand-off to another thread can cost."""
+    seen: list[Event] = []
+    append = seen.append
+
+    def round_() -> None:
+        for e in events:
+            append(e)
+
+    calls = bench.measure("on_next.floor", round_, ops=BATCH, group="on_next")
+    assert len(seen) == calls * BATCH
+
+
+def test_on_next_cost(bench: Recorder, events: list[Event], tmp_path: Path) -> None:
+    """What JsonlSink.on_next costs the publisher's thread (bus.subscribe(sink) runs it there)."""
+    with JsonlSink(tmp_path / "cost.jsonl", fsync="never", max_pending=10_000_000) as sink:
+        on_next = sink.on_next
+
+        def round_() -> None:
+            for e in events:
+                on_next(e)
+
+        calls = bench.measure("on_next.jsonl", round_, ops=BATCH, group="on_next")
+        assert sink.flush(timeout=120)
+        assert sink.stats["written"] == calls * BATCH
+    bench.compare(
+        "JsonlSink.on_next in the publisher", subject="on_next.jsonl", floor="on_next.floor"
+    )
