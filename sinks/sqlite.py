@@ -289,20 +289,19 @@ class SQLiteStore:
     # -- writer thread ------------------------------------------------------------------------
 
     def _write(self, batch: list[Event]) -> None:
-        dumps = orjson.dumps
-        rows = [
-            (
-                e.id,
-                e.topic,
-                e.type,
-                (e.timestamp - _EPOCH) // _ONE_US,
-                e.source,
-                dumps(e.data).decode(),
-                dumps(e.metadata).decode(),
-                e.correlation_id,
-            )
-            for e in batch
-        ]
+        try:
+            rows = [_row(e) for e in batch]
+        except TypeError:
+            # Events are validated when built, but their dicts are mutable: one that no longer
+            # serialises is dead-lettered alone instead of failing its whole batch.
+            rows = []
+            for event in batch:
+                try:
+                    rows.append(_row(event))
+                except TypeError as err:
+                    self._on_failure([event], err)
+            if not rows:
+                return
         conn = self._conn
         try:
             conn.execute("BEGIN")
@@ -549,6 +548,20 @@ class SQLiteStore:
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("readonly" if self.readonly else "open")
         return f"SQLiteStore({str(self.path)!r}, {state})"
+
+
+def _row(e: Event) -> tuple[Any, ...]:
+    """The ``events`` row for ``e`` (without ``seq``, which SQLite assigns)."""
+    return (
+        e.id,
+        e.topic,
+        e.type,
+        (e.timestamp - _EPOCH) // _ONE_US,
+        e.source,
+        orjson.dumps(e.data).decode(),
+        orjson.dumps(e.metadata).decode(),
+        e.correlation_id,
+    )
 
 
 def _literal_prefix(pattern: str) -> str:

@@ -162,3 +162,27 @@ def test_a_full_disk_sink_counts_and_dead_letters_while_others_lose_nothing(
     assert list(read_jsonl(tmp_path / "good.jsonl")) == sent
     with SQLiteStore(tmp_path / "good.db", readonly=True) as reader:
         assert reader.count() == 2_000
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
+def test_an_event_mutated_into_garbage_is_dead_lettered_alone(tmp_path: Path, kind: str) -> None:
+    """Event dicts are mutable: one that no longer serialises costs only itself, not its batch."""
+    letters: list[DeadLetter] = []
+    path = tmp_path / ("m.jsonl" if kind == "jsonl" else "m.db")
+    sink: Any = (
+        JsonlSink(path, dead_letters=letters.append)
+        if kind == "jsonl"
+        else SQLiteStore(path, dead_letters=letters.append)
+    )
+    sent = [Event(topic="t.a", data={"i": i}) for i in range(100)]
+    sent[40].data["bad"] = {1, 2}  # a set: not JSON
+    with sink:
+        for e in sent:
+            sink.on_next(e)
+        sink.flush()
+        stored = sink.query()
+        stats = sink.stats
+    assert [e.data["i"] for e in stored] == [i for i in range(100) if i != 40]
+    assert [dl.event for dl in letters] == [sent[40]]
+    assert isinstance(letters[0].error, TypeError)
+    assert stats["written"] == 99 and stats["errors"] == 1
