@@ -39,8 +39,8 @@ def test_subscribed_sink_stores_every_event_and_closes_with_the_bus(
 @pytest.mark.xfail(
     reason="bus race, reported to the lead: a publisher that looked up its route before the "
     "replay subscribed and then lost the GIL hands its event to the store after flush(); the "
-    "ring that should cover it has rolled over (history=1000) by then. Passes 12/12 with "
-    "EventBus(history=1_000_000); fails ~1 in 5 runs with the default. Fix in the bus: wait for "
+    "ring that should cover it has rolled over (history=1000) by then. Passes 10/10 with "
+    "EventBus(history=1_000_000); fails 3-5 runs in 10 with the default. Fix in the bus: wait for "
     "publishes in flight before flush(). Remove this marker then.",
     strict=False,
 )
