@@ -90,9 +90,11 @@ class BenchReport:
         ]
         for r in self.rows():
             if r["target"] is None:
-                target = "-"
+                target = r["note"] or "-"
             else:
                 target = f"<= {r['target']:g}x {'met' if r['met'] else '**missed**'}"
+                if r["note"]:
+                    target += f" ({r['note']})"
             lines.append(
                 f"| {r['label']} | {r['subject_ns']:,.0f} | {r['floor_ns']:,.0f} | "
                 f"{r['ratio']:.2f}x | {r['ratio_min']:.2f}x | {target} |"
