@@ -205,6 +205,27 @@ class TestReading:
         with pytest.warns(RuntimeWarning, match=":2: corrupt"):
             assert list(read_jsonl(path, errors="skip")) == sent[:2]
 
+    def test_hand_written_lines_are_validated_like_event_from_dict(self, tmp_path: Path) -> None:
+        """A full line with another UTC offset is normalised to UTC; a bad topic, a naive time or
+        a wrong type is a corrupt line naming the field."""
+        good = Event(topic="t.a", data={"k": 1}).to_dict()
+        shifted = {**good, "timestamp": "2026-01-01T02:00:00+02:00"}
+        path = tmp_path / "hand.jsonl"
+        path.write_bytes(orjson.dumps(shifted) + b"\n")
+        [event] = read_jsonl(path)
+        assert event.timestamp == datetime(2026, 1, 1, tzinfo=UTC)
+        assert event.timestamp.tzinfo is UTC
+        assert event == Event.from_dict(shifted)
+        for bad, message in [
+            ({**good, "topic": "t..a"}, "empty segment"),
+            ({**good, "timestamp": "2026-01-01T00:00:00"}, "timezone-aware"),
+            ({**good, "source": 5}, "source must be a str"),
+            ({**good, "data": [1]}, "data must be a dict"),
+        ]:
+            path.write_bytes(orjson.dumps(bad) + b"\n")
+            with pytest.raises(StoreError, match=message):
+                list(read_jsonl(path))
+
     def test_glob_reads_rotated_files_in_order(self, tmp_path: Path) -> None:
         sent = events(600)
         with JsonlSink(tmp_path / "a.jsonl", max_bytes=10_000, keep=None) as sink:
