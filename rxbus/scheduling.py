@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from abc import abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -128,7 +129,44 @@ class TimerScheduler(PeriodicScheduler):
                 logger.exception("rxbus: a scheduled action raised; the timer thread goes on")
 
 
-class SerialScheduler(PeriodicScheduler):
+class _WrappingScheduler(PeriodicScheduler):
+    """Delegates to ``base``, passing every action through :meth:`_wrap` first."""
+
+    def __init__(self, base: abc.SchedulerBase) -> None:
+        super().__init__()
+        self._base = base
+
+    @property
+    def now(self) -> datetime:
+        return self._base.now
+
+    @abstractmethod
+    def _wrap(self, action: typing.ScheduledAction[_T]) -> typing.ScheduledAction[_T]:
+        """The action to hand to ``base`` in place of ``action``."""
+
+    def schedule(
+        self, action: typing.ScheduledAction[_T], state: _T | None = None
+    ) -> abc.DisposableBase:
+        return self._base.schedule(self._wrap(action), state)
+
+    def schedule_relative(
+        self,
+        duetime: typing.RelativeTime,
+        action: typing.ScheduledAction[_T],
+        state: _T | None = None,
+    ) -> abc.DisposableBase:
+        return self._base.schedule_relative(duetime, self._wrap(action), state)
+
+    def schedule_absolute(
+        self,
+        duetime: typing.AbsoluteTime,
+        action: typing.ScheduledAction[_T],
+        state: _T | None = None,
+    ) -> abc.DisposableBase:
+        return self._base.schedule_absolute(duetime, self._wrap(action), state)
+
+
+class SerialScheduler(_WrappingScheduler):
     """Wraps another scheduler so each action runs while holding ``lock``.
 
     A ``sync`` bus consumer holds the same (re-entrant) lock around ``on_next``, so its timer
@@ -136,13 +174,8 @@ class SerialScheduler(PeriodicScheduler):
     """
 
     def __init__(self, base: abc.SchedulerBase, lock: Any) -> None:
-        super().__init__()
-        self._base = base
+        super().__init__(base)
         self._lock = lock
-
-    @property
-    def now(self) -> datetime:
-        return self._base.now
 
     def _wrap(self, action: typing.ScheduledAction[_T]) -> typing.ScheduledAction[_T]:
         lock = self._lock
@@ -153,42 +186,16 @@ class SerialScheduler(PeriodicScheduler):
 
         return locked
 
-    def schedule(
-        self, action: typing.ScheduledAction[_T], state: _T | None = None
-    ) -> abc.DisposableBase:
-        return self._base.schedule(self._wrap(action), state)
 
-    def schedule_relative(
-        self,
-        duetime: typing.RelativeTime,
-        action: typing.ScheduledAction[_T],
-        state: _T | None = None,
-    ) -> abc.DisposableBase:
-        return self._base.schedule_relative(duetime, self._wrap(action), state)
-
-    def schedule_absolute(
-        self,
-        duetime: typing.AbsoluteTime,
-        action: typing.ScheduledAction[_T],
-        state: _T | None = None,
-    ) -> abc.DisposableBase:
-        return self._base.schedule_absolute(duetime, self._wrap(action), state)
-
-
-class PostingScheduler(PeriodicScheduler):
+class PostingScheduler(_WrappingScheduler):
     """Wraps another scheduler so each due action is handed to ``post`` instead of run in place.
 
     A ``thread`` bus consumer posts actions to its own worker, which runs them between events.
     """
 
     def __init__(self, base: abc.SchedulerBase, post: Callable[[Callable[[], Any]], None]) -> None:
-        super().__init__()
-        self._base = base
+        super().__init__(base)
         self._post = post
-
-    @property
-    def now(self) -> datetime:
-        return self._base.now
 
     def _wrap(self, action: typing.ScheduledAction[_T]) -> typing.ScheduledAction[_T]:
         post = self._post
@@ -197,27 +204,6 @@ class PostingScheduler(PeriodicScheduler):
             post(lambda: action(self, state))
 
         return posted
-
-    def schedule(
-        self, action: typing.ScheduledAction[_T], state: _T | None = None
-    ) -> abc.DisposableBase:
-        return self._base.schedule(self._wrap(action), state)
-
-    def schedule_relative(
-        self,
-        duetime: typing.RelativeTime,
-        action: typing.ScheduledAction[_T],
-        state: _T | None = None,
-    ) -> abc.DisposableBase:
-        return self._base.schedule_relative(duetime, self._wrap(action), state)
-
-    def schedule_absolute(
-        self,
-        duetime: typing.AbsoluteTime,
-        action: typing.ScheduledAction[_T],
-        state: _T | None = None,
-    ) -> abc.DisposableBase:
-        return self._base.schedule_absolute(duetime, self._wrap(action), state)
 
 
 _default_lock = threading.Lock()
