@@ -576,11 +576,11 @@ def _rotation_number(path: Path) -> int:
 
 def _files_of(path: Path) -> list[Path]:
     """``path``'s rotated files (numeric suffix) oldest first, then ``path`` if it exists."""
-    rotated = [
-        Path(p)
-        for p in glob.glob(glob.escape(str(path)) + ".[0-9][0-9][0-9][0-9][0-9][0-9]*")
-        if _ROTATED.match(p) and _ROTATED.match(p)["base"] == str(path)  # type: ignore[index]
-    ]
+    rotated = []
+    for name in glob.glob(glob.escape(str(path)) + ".[0-9][0-9][0-9][0-9][0-9][0-9]*"):
+        m = _ROTATED.match(name)
+        if m and m["base"] == str(path) and os.path.isfile(name):
+            rotated.append(Path(name))
     rotated.sort(key=_rotation_number)
     return [*rotated, path] if path.is_file() else rotated
 

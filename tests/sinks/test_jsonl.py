@@ -172,6 +172,21 @@ class TestRotation:
         assert sink.stats["rotations"] >= 1
         assert [e.data["i"] for e in read_jsonl(path)] == [0, 1]
 
+    def test_failed_rotation_is_counted_and_writing_goes_on(self, tmp_path: Path) -> None:
+        """If the rotated name cannot be taken (here a directory sits there), the error is
+        counted and events keep going to the active file: nothing is lost."""
+        path = tmp_path / "e.jsonl"
+        (tmp_path / "e.jsonl.000001").mkdir()
+        sent = events(300)
+        with JsonlSink(path, max_bytes=5_000, max_batch=10) as sink:
+            for e in sent:
+                sink.on_next(e)
+            sink.flush()
+            stats = sink.stats
+        assert stats["errors"] >= 1 and stats["rotations"] == 0
+        assert stats["written"] == 300
+        assert list(read_jsonl(path)) == sent
+
     def test_a_line_larger_than_max_bytes_gets_its_own_file(self, tmp_path: Path) -> None:
         path = tmp_path / "e.jsonl"
         big = Event(topic="t.big", data={"blob": "y" * 5_000})
