@@ -8,8 +8,9 @@ python-socketio, prometheus_client) are only needed by the sink that uses them::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rxbus._lazy import lazy_exports
 
 _LAZY = {
     "LogSink": "rxbus.sinks.log",
@@ -22,7 +23,16 @@ _LAZY = {
     "RedisStreamSink": "rxbus.sinks.redis",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "ConsoleSink",
+    "JsonlSink",
+    "LogSink",
+    "PrometheusExporter",
+    "RedisStreamSink",
+    "SQLiteStore",
+    "SocketIOSink",
+    "read_jsonl",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.sinks.console import ConsoleSink
@@ -34,14 +44,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from rxbus.sinks.sqlite import SQLiteStore
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rxbus.sinks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

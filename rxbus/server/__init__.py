@@ -23,8 +23,9 @@ first use)::
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rxbus._lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.server.app import NotStored, RxbusServer, ServerConfig
@@ -38,14 +39,4 @@ _LAZY = {
 __all__ = ["NotStored", "RxbusServer", "ServerConfig"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rxbus.server' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
