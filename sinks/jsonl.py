@@ -256,19 +256,14 @@ class JsonlSink:
         self._opened_at = time.monotonic()
 
     def _write(self, batch: list[Event]) -> None:
-        try:
-            lines = [_line(e) for e in batch]
-        except TypeError:
-            # Events are validated when built, but their dicts are mutable: one that no longer
-            # serialises is dead-lettered alone instead of failing its whole batch.
-            batch, lines = self._encode_each(batch)
+        batch, buf, ends = self._encode(batch)
         if self._rotate_every and self._size and self._age() >= self._rotate_every:
             self._try_rotate()
         written_before = self._written
-        for k, (start, end) in enumerate(self._chunks(lines)):
+        for k, (start, end) in enumerate(self._chunks(ends)):
             if k:
                 self._try_rotate()
-            error = self._write_chunk(lines, start, end)
+            error = self._write_chunk(buf, ends, start, end)
             if error is not None:
                 self._fail(batch[start:], error)
                 break
@@ -285,51 +280,66 @@ class JsonlSink:
                 self._synced += written
         self._batches += 1
 
-    def _encode_each(self, batch: list[Event]) -> tuple[list[Event], list[bytes]]:
-        good: list[Event] = []
-        lines: list[bytes] = []
+    def _encode(self, batch: list[Event]) -> tuple[list[Event], bytearray, list[int]]:
+        """The batch's lines in one buffer, and where each line ends.
+
+        Each line is appended at once and its bytes object freed: keeping thousands of orjson
+        results alive until a join costs about 20 times more (each leaves a hole in the heap
+        that the next one's initial buffer does not fit). An event whose data no longer
+        serialises (dicts are mutable) is dead-lettered alone and left out.
+        """
+        buf = bytearray()
+        ends: list[int] = []
+        bad: set[int] = set()
         for event in batch:
             try:
-                lines.append(_line(event))
+                buf += _line(event)
             except TypeError as err:
+                bad.add(id(event))
                 self._fail([event], err)
-            else:
-                good.append(event)
-        return good, lines
+                continue
+            ends.append(len(buf))
+        if bad:
+            batch = [e for e in batch if id(e) not in bad]
+        return batch, buf, ends
 
-    def _chunks(self, lines: list[bytes]) -> list[tuple[int, int]]:
-        """Split ``lines`` where the active file would pass ``max_bytes`` (a rotation before each
+    def _chunks(self, ends: list[int]) -> list[tuple[int, int]]:
+        """Split the lines where the active file would pass ``max_bytes`` (a rotation before each
         chunk but the first); a line larger than ``max_bytes`` gets a file of its own."""
         if self._max_bytes is None:
-            return [(0, len(lines))]
+            return [(0, len(ends))]
         chunks = []
-        start, size = 0, self._size
-        for i, line in enumerate(lines):
-            if size and size + len(line) > self._max_bytes:
+        start, size, previous = 0, self._size, 0
+        for i, end in enumerate(ends):
+            length = end - previous
+            if size and size + length > self._max_bytes:
                 chunks.append((start, i))
                 start, size = i, 0
-            size += len(line)
-        chunks.append((start, len(lines)))
+            size += length
+            previous = end
+        chunks.append((start, len(ends)))
         return chunks
 
-    def _write_chunk(self, lines: list[bytes], start: int, end: int) -> OSError | None:
-        """Write lines[start:end]; on failure cut the file back to where it was."""
+    def _write_chunk(self, buf: bytearray, ends: list[int], start: int, end: int) -> OSError | None:
+        """Write lines ``start:end``; on failure cut the file back to where it was."""
         if start >= end:
             return None
-        data = b"".join(lines[start:end])
+        low = ends[start - 1] if start else 0
+        length = ends[end - 1] - low
         before = self._size
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            with memoryview(buf) as whole:
+                view = whole[low : low + length]
+                while view:
+                    view = view[os.write(self._fd, view) :]
         except OSError as err:
             # Leave no partial line behind: these events are dead-lettered, so a reader must not
             # also find half of one of them.
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, before)
             return err
-        self._size = before + len(data)
-        self._bytes += len(data)
+        self._size = before + length
+        self._bytes += length
         self._written += end - start
         return None
 

@@ -66,9 +66,12 @@ def fresh(tmp_path: Path) -> Iterator[Iterator[Path]]:
 
 
 def jsonl_floor(path: Path, events: list[Event], fsync: bool) -> None:
+    """Each event as an orjson line appended to one buffer (the cheapest way we know: see
+    ``JsonlSink._encode``), one write, one fsync if asked."""
     dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
-    data = b"".join(
-        dumps(
+    buf = bytearray()
+    for e in events:
+        buf += dumps(
             {
                 "id": e.id,
                 "topic": e.topic,
@@ -81,11 +84,9 @@ def jsonl_floor(path: Path, events: list[Event], fsync: bool) -> None:
             },
             option=newline,
         )
-        for e in events
-    )
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, data)
+        os.write(fd, buf)
         if fsync:
             os.fsync(fd)
     finally:
