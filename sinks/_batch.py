@@ -44,16 +44,28 @@ DeadLetterTarget = Callable[[DeadLetter], None]
 def report_failure(
     target: DeadLetterTarget | None, consumer: str, items: list[Any], error: BaseException
 ) -> None:
-    """Send one dead letter per item to ``target`` (or the ``rxbus`` logger), never raising."""
+    """Send one dead letter per item to ``target`` (or the ``rxbus`` logger), never raising.
+
+    An item that is itself a stored dead letter is logged, not dead-lettered again: with
+    ``bus.dead_letters.subscribe(store.on_next)`` on a full disk, the new dead letter would come
+    straight back to the same store, fail again, and so on for ever.
+    """
+    from loguru import logger
+
     from rxbus._context import dead_letter_target
 
     send = dead_letter_target(target)
     for item in items:
+        if isinstance(item, DeadLetter) or (
+            isinstance(item, Event) and item.topic == DEAD_LETTER_TOPIC
+        ):
+            logger.error(
+                "rxbus: {} could not store a dead letter ({}): {!r}", consumer, error, item
+            )
+            continue
         try:
             send(DeadLetter.capture(item, consumer, error))
         except Exception:  # a broken dead-letter target must not kill the writer thread
-            from loguru import logger
-
             logger.opt(exception=True).error("rxbus: dead-letter target of {} failed", consumer)
 
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -47,6 +47,9 @@ from rxbus.sinks._batch import (
     report_failure,
 )
 from rxbus.topics import compile_pattern, validate_pattern, validate_topic
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus._context import ConsumerContext
 
 __all__ = [
     "JsonlSink",
@@ -77,8 +80,10 @@ class JsonlSink:
             machine), ``"batch"`` (fsync after every batch) or ``"always"`` (a write and an fsync
             per event).
         dead_letters: called with a :class:`rxbus.DeadLetter` for every event that could not be
-            written (disk full, closed sink, unsupported item). Default: the ``rxbus`` loguru
-            logger. Failures are always counted in :attr:`stats` and never raised into the bus.
+            written (disk full, closed sink, unsupported item). Default: the
+            dead letters of the bus the sink is subscribed to (``bus.subscribe(sink)`` binds it),
+            else the ``rxbus`` loguru logger. Failures are always counted in :attr:`stats` and
+            never raised into the bus. A failed dead letter is logged, never dead-lettered again.
         name: the name used in dead letters and the writer thread.
         max_batch: most events per write.
         max_pending: events queued before ``on_next`` waits for room (up to ``put_timeout``
@@ -123,6 +128,7 @@ class JsonlSink:
         self._keep = keep
         self._fsync = fsync
         self._dead_letters = dead_letters
+        self._explicit_dead_letters = dead_letters is not None
         self._closed = False
         self._close_lock = threading.Lock()
         self._written = 0
@@ -148,6 +154,12 @@ class JsonlSink:
         )
 
     # -- the observer -------------------------------------------------------------------------
+
+    def bind_consumer(self, context: ConsumerContext) -> None:
+        """Called by the bus on ``bus.subscribe(sink)``: without ``dead_letters=``, events this
+        sink cannot write become dead letters of that bus (counted in its metrics)."""
+        if not self._explicit_dead_letters:
+            self._dead_letters = context.report_dead_letter
 
     def on_next(self, event: Event | DeadLetter) -> None:
         """Queue ``event`` (or a dead letter) for the writer thread; never raises for I/O."""

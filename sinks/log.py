@@ -13,13 +13,16 @@ import builtins
 import types
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.metrics import Counter
 from rxbus.sinks._batch import as_event, report_failure
 from rxbus.topics import compile_pattern
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus._context import ConsumerContext
 
 __all__ = ["LogSink"]
 
@@ -47,7 +50,8 @@ class LogSink:
         logger: the loguru logger to use (e.g. ``logger.bind(app="x")``); default loguru's.
         name: the module name records carry, used by ``logger.enable/disable``.
         dead_letters: called with a :class:`rxbus.DeadLetter` for an event that could not be
-            logged (a failing template or handler); default the ``rxbus`` logger. Always counted.
+            logged (a failing template); default the dead letters of the bus the sink is
+            subscribed to, else the ``rxbus`` logger. Always counted.
 
     Example::
 
@@ -84,6 +88,7 @@ class LogSink:
             _emit.__code__, {"__name__": name, "__builtins__": builtins}, "_emit"
         )
         self._dead_letters = dead_letters
+        self._explicit_dead_letters = dead_letters is not None
         self._logged = Counter()
         self._errors = Counter()
 
@@ -101,6 +106,12 @@ class LogSink:
                 self._levels.clear()
             self._levels[key] = level
         return level
+
+    def bind_consumer(self, context: ConsumerContext) -> None:
+        """Called by the bus on ``bus.subscribe(sink)``: without ``dead_letters=``, events this
+        sink cannot write become dead letters of that bus (counted in its metrics)."""
+        if not self._explicit_dead_letters:
+            self._dead_letters = context.report_dead_letter
 
     def on_next(self, item: Event | DeadLetter) -> None:
         """Log ``item`` (an event or a dead letter); a failing handler is counted, never raised."""

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -45,6 +45,9 @@ from rxbus.sinks._batch import (
     report_failure,
 )
 from rxbus.topics import is_wildcard, matches, validate_pattern
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus._context import ConsumerContext
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore", "StoreError"]
 
@@ -107,8 +110,10 @@ class SQLiteStore:
             of the machine), ``"batch"`` (``synchronous=FULL``: each batch's commit is fsynced) or
             ``"always"`` (a commit and fsync per event).
         dead_letters: called with a :class:`rxbus.DeadLetter` for every event that could not be
-            stored (disk full, closed store, unsupported item). Default: the ``rxbus`` loguru
-            logger. Failures are always counted in :attr:`stats` and never raised into the bus.
+            stored (disk full, closed store, unsupported item). Default: the
+            dead letters of the bus the sink is subscribed to (``bus.subscribe(sink)`` binds it),
+            else the ``rxbus`` loguru logger. Failures are always counted in :attr:`stats` and
+            never raised into the bus. A failed dead letter is logged, never dead-lettered again.
         name: the name used in dead letters and the writer thread.
         readonly: open an existing store for reading only (no writer thread); used by
             ``rxbus tail`` and ``rxbus replay``.
@@ -158,6 +163,7 @@ class SQLiteStore:
         self._max_events = max_events
         self._max_age_us = None if max_age is None else int(max_age * 1_000_000)
         self._dead_letters = dead_letters
+        self._explicit_dead_letters = dead_letters is not None
         self._closed = False
         self._close_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
@@ -265,6 +271,12 @@ class SQLiteStore:
             raise
 
     # -- the observer -------------------------------------------------------------------------
+
+    def bind_consumer(self, context: ConsumerContext) -> None:
+        """Called by the bus on ``bus.subscribe(sink)``: without ``dead_letters=``, events this
+        sink cannot write become dead letters of that bus (counted in its metrics)."""
+        if not self._explicit_dead_letters:
+            self._dead_letters = context.report_dead_letter
 
     def on_next(self, event: Event | DeadLetter) -> None:
         """Queue ``event`` (or a dead letter) for the writer thread; never raises for I/O."""
