@@ -155,6 +155,7 @@ class EventBus:
         self._members: dict[str, Consumer] = {}  # not yet retired: in metrics, drained on close
         self._matchers: dict[str, Callable[[str], bool]] = {}
         self._routes: dict[str, _Route] = {}
+        self._version = 0  # bumped on every change of the subscriptions
         self._topic_counters: dict[str, Counter] = {}
         self._ring: deque[Event] = deque(maxlen=history or 1)
         self._ring_append: Callable[[Event], None] = self._ring.append if history else _discard
@@ -249,8 +250,11 @@ class EventBus:
         else:
             validate_topic(topic)  # raises InvalidTopicError naming the value
             raise AssertionError("unreachable")  # pragma: no cover
-        # the ring first: a replay that subscribes after this line still finds the event in
-        # its ring snapshot; one that subscribed before it is in the routes read below
+        # The ring first: a replay that subscribes after this line finds the event in its ring
+        # snapshot. The version read before the routes tells, after the pushes, whether a
+        # consumer subscribed meanwhile: it then gets the event from this publisher, so a
+        # subscription never misses an event that was in flight while it was made.
+        version = self._version
         self._ring_append(event)
         route = self._routes.get(event.topic)
         if route is None:
@@ -263,7 +267,16 @@ class EventBus:
             for push in route.pushes:
                 push(event)
             self._latency.record(time.perf_counter_ns() - t0)
+        if self._version != version:
+            self._push_late(event, route)
         return event
+
+    def _push_late(self, event: Event, used: _Route) -> None:
+        """Hand ``event`` to the consumers subscribed while it was being published."""
+        current = self._resolve(event.topic)
+        for push in current.pushes:
+            if push not in used.pushes:
+                push(event)
 
     @staticmethod
     def _check_dict(name: str, value: object) -> dict[str, Any]:
@@ -359,6 +372,7 @@ class EventBus:
             self._consumers = (*self._consumers, consumer)
             self._members[unique] = consumer
             self._routes = {}
+            self._version += 1  # after the routes: see publish
         return consumer
 
     def _unique_name(self, base: str) -> str:
@@ -374,6 +388,7 @@ class EventBus:
             if consumer in self._consumers:
                 self._consumers = tuple(c for c in self._consumers if c is not consumer)
                 self._routes = {}
+                self._version += 1
 
     def _retire(self, consumer: Consumer) -> None:
         """Fold a disposed consumer's counts into the bus totals and forget it."""

@@ -36,14 +36,6 @@ def test_subscribed_sink_stores_every_event_and_closes_with_the_bus(
     assert sink.stats["written"] == 5_000 and sink.stats["errors"] == 0
 
 
-@pytest.mark.xfail(
-    reason="bus race, reported to the lead: a publisher that looked up its route before the "
-    "replay subscribed and then lost the GIL hands its event to the store after flush(); the "
-    "ring that should cover it has rolled over (history=1000) by then. Passes 10/10 with "
-    "EventBus(history=1_000_000); fails 3-5 runs in 10 with the default. Fix in the bus: wait for "
-    "publishes in flight before flush(). Remove this marker then.",
-    strict=False,
-)
 def test_replay_from_store_then_live_has_no_gap_and_no_duplicate(tmp_path: Path) -> None:
     """While 3 threads publish, replay(store=..., live=True) starts; each thread's sequence
     arrives complete, in order, exactly once, across the seam between stored and live."""
