@@ -104,10 +104,10 @@ class BusStream(Observable[Event]):
         self._pattern = pattern
         self._operators = operators
 
-    def pipe(self, *operators: Callable[[Any], Any]) -> Any:  # type: ignore[override]
+    def pipe(self, *operators: Callable[[Any], Any]) -> Any:
         return BusStream(self._bus, self._pattern, self._operators + tuple(operators))
 
-    def subscribe(  # type: ignore[override]
+    def subscribe(
         self,
         on_next: abc.ObserverBase[Any] | Callable[[Any], None] | None = None,
         on_error: Callable[[Exception], None] | None = None,
@@ -207,9 +207,9 @@ class EventBus:
             raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
         if topic.__class__ is str:
             # validation and the default type in one cached lookup for topics seen before
-            default = _topic_types_get(topic)  # type: ignore[arg-type]
+            default = _topic_types_get(topic)
             if default is None:
-                default = default_type(topic)  # type: ignore[arg-type]
+                default = default_type(topic)
             size = 0
             if data is None:
                 data = {}
@@ -240,7 +240,7 @@ class EventBus:
                 raise PayloadError(f"source must be a str, got {source!r:.80}")
             if correlation_id is not None and correlation_id.__class__ is not str:
                 raise PayloadError(f"correlation_id must be a str, got {correlation_id!r:.80}")
-            event = _trusted(topic, type, data, source, metadata, correlation_id, size)  # type: ignore[arg-type]
+            event = _trusted(topic, type, data, source, metadata, correlation_id, size)
         elif isinstance(topic, Event):
             event = topic
             if data is not None or type or source or metadata or correlation_id:
@@ -491,9 +491,13 @@ class EventBus:
             live: continue with live events.
         """
         validate_pattern(pattern)
-        return Observable(
-            lambda observer, scheduler=None: self._replay(observer, pattern, store, since, live)
-        )
+
+        def subscribe(
+            observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
+        ) -> abc.DisposableBase:
+            return self._replay(observer, pattern, store, since, live)
+
+        return Observable(subscribe)
 
     def _past(self, pattern: str, store: ReplayStore | None, since: Any) -> Iterator[Event]:
         """The past: the ring, or the store followed by ring events the store has not got yet.
@@ -609,7 +613,7 @@ class EventBus:
                 thread.start()
                 started.wait()
                 self._owned_loop, self._loop_thread, self._loop = loop, thread, loop
-        return self._loop  # type: ignore[return-value]
+        return self._loop
 
     # -- shutdown ------------------------------------------------------------------------------
 

@@ -254,7 +254,7 @@ class Consumer(abc.DisposableBase):
             return Disposable(lambda: heads.remove(observer) if observer in heads else None)
 
         source: Observable[Any] = Observable(inlet_subscribe)
-        chain = source.pipe(*self._operators)  # type: ignore[arg-type]
+        chain = source.pipe(*self._operators)
         with _context.using(self._context()):
             self._subscription = chain.subscribe(_Terminal(self), scheduler=self._scheduler)
         if not heads:  # the chain did not subscribe to its source (e.g. an operator replaced it)

@@ -86,6 +86,7 @@ class _Sized:
     Not a dataclass field: it takes no part in equality, repr or serialisation."""
 
     __slots__ = ("_size",)
+    _size: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, eq=True)
@@ -233,7 +234,7 @@ class Event(_Sized):
     @property
     def payload_size(self) -> int:
         """Bytes of ``data`` + ``metadata`` serialised with orjson (measured at construction)."""
-        return self._size  # type: ignore[no-any-return]
+        return self._size
 
     def evolve(self, **changes: Any) -> Event:
         """A copy with ``changes`` applied (validated like a new event); the id is kept."""
@@ -246,15 +247,15 @@ class Event(_Sized):
 
 
 _new = object.__new__
-_set_topic = Event.topic.__set__  # type: ignore[attr-defined]
-_set_type = Event.type.__set__  # type: ignore[attr-defined]
-_set_data = Event.data.__set__  # type: ignore[attr-defined]
-_set_id = Event.id.__set__  # type: ignore[attr-defined]
-_set_timestamp = Event.timestamp.__set__  # type: ignore[attr-defined]
-_set_source = Event.source.__set__  # type: ignore[attr-defined]
-_set_metadata = Event.metadata.__set__  # type: ignore[attr-defined]
-_set_correlation_id = Event.correlation_id.__set__  # type: ignore[attr-defined]
-_set_size = _Sized._size.__set__  # type: ignore[attr-defined]
+_set_topic = vars(Event)["topic"].__set__
+_set_type = vars(Event)["type"].__set__
+_set_data = vars(Event)["data"].__set__
+_set_id = vars(Event)["id"].__set__
+_set_timestamp = vars(Event)["timestamp"].__set__
+_set_source = vars(Event)["source"].__set__
+_set_metadata = vars(Event)["metadata"].__set__
+_set_correlation_id = vars(Event)["correlation_id"].__set__
+_set_size = vars(_Sized)["_size"].__set__
 
 
 def _check_str(name: str, value: object) -> None:
@@ -278,7 +279,7 @@ def _json_dict(name: str, value: object) -> tuple[dict[str, Any], int]:
             raise PayloadError(
                 f"{name} must be a dict of JSON values, got {type(value).__name__}: {value!r:.80}"
             )
-    return value, (json_size(name, value) if value else 0)  # type: ignore[return-value]
+    return value, (json_size(name, value) if value else 0)
 
 
 def json_size(name: str, value: object) -> int:

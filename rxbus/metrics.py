@@ -28,7 +28,7 @@ class Counter:
     @property
     def value(self) -> int:
         # count(n).__reduce__() == (count, (n,)): the next value, i.e. how many were taken.
-        return int(self._count.__reduce__()[1][0])  # type: ignore[index]
+        return int(self._count.__reduce__()[1][0])
 
 
 def percentiles(

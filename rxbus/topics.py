@@ -101,7 +101,7 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
     """
     regex = _compiled(pattern)
     if regex is None:
-        return pattern.__eq__  # type: ignore[return-value]
+        return pattern.__eq__
     fullmatch = regex.fullmatch
     return lambda topic: fullmatch("." + topic) is not None
 

@@ -149,7 +149,7 @@ def test_a_million_events_into_a_slow_drop_oldest_consumer_stay_bounded() -> Non
         base, _ = tracemalloc.get_traced_memory()
         for _ in range(1_000_000):
             bus.publish(event)
-        current, peak = tracemalloc.get_traced_memory()
+        _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     # 1,000 queued events of ~1 KiB each at most; 1,000,000 would be ~1 GiB
