@@ -14,6 +14,8 @@ __all__ = [
     "InvalidTopicError",
     "PayloadError",
     "RxbusError",
+    "SinkClosedError",
+    "StoreError",
 ]
 
 
@@ -47,3 +49,11 @@ class CircuitOpenError(RxbusError, RuntimeError):
 
 class DeliveryError(RxbusError, RuntimeError):
     """A downstream system (a server, a broker) refused an event a sink tried to deliver."""
+
+
+class StoreError(RxbusError, ValueError):
+    """A store or log file cannot be used: not ours, corrupt, or written by a newer rxbus."""
+
+
+class SinkClosedError(RxbusError, RuntimeError):
+    """An event reached a sink after it was closed."""

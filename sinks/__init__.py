@@ -17,6 +17,8 @@ _LAZY = {
     "ConsoleSink": "rxbus.sinks.console",
     "JsonlSink": "rxbus.sinks.jsonl",
     "read_jsonl": "rxbus.sinks.jsonl",
+    "query_jsonl": "rxbus.sinks.jsonl",
+    "TornLineWarning": "rxbus.sinks.jsonl",
     "SQLiteStore": "rxbus.sinks.sqlite",
     "PrometheusExporter": "rxbus.sinks.prometheus",
     "SocketIOSink": "rxbus.sinks.socketio",
@@ -31,12 +33,14 @@ __all__ = [
     "RedisStreamSink",
     "SQLiteStore",
     "SocketIOSink",
+    "TornLineWarning",
+    "query_jsonl",
     "read_jsonl",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.sinks.console import ConsoleSink
-    from rxbus.sinks.jsonl import JsonlSink, read_jsonl
+    from rxbus.sinks.jsonl import JsonlSink, TornLineWarning, query_jsonl, read_jsonl
     from rxbus.sinks.log import LogSink
     from rxbus.sinks.prometheus import PrometheusExporter
     from rxbus.sinks.redis import RedisStreamSink

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rxbus.deadletter import DeadLetter
-from rxbus.errors import BufferOverflowError, RxbusError
+from rxbus.errors import BufferOverflowError, SinkClosedError, StoreError
 from rxbus.event import Event
 
 __all__ = [
@@ -28,14 +28,6 @@ __all__ = [
     "original_event",
     "report_failure",
 ]
-
-
-class StoreError(RxbusError, ValueError):
-    """A store or log file cannot be used: not ours, corrupt, or written by a newer rxbus."""
-
-
-class SinkClosedError(RxbusError, RuntimeError):
-    """An event reached a sink after it was closed."""
 
 
 DeadLetterTarget = Callable[[DeadLetter], None]
