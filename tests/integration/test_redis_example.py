@@ -16,7 +16,12 @@ pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "scaling_out"
-DOC = ROOT / "docs" / "readme" / "redis.md"
+README = ROOT / "README.md"
+
+
+def section() -> str:
+    """The README's "Scaling out" section."""
+    return README.read_text().split("\n## Scaling out", 1)[1].split("\n## ", 1)[0]
 
 
 @pytest.fixture
@@ -63,25 +68,8 @@ def test_producer_and_consumer_processes(server: RedisServer) -> None:
 
 
 def test_the_readme_shows_the_example_files_verbatim() -> None:
-    """The listings in docs/readme/redis.md are exactly the files this test runs."""
-    blocks = python_blocks(DOC.read_text())
+    """The README's listings are exactly the files this test runs (tests/test_readme.py runs
+    the section's other blocks)."""
+    blocks = python_blocks(section())
     for name in ("producer.py", "consumer.py"):
         assert (EXAMPLE / name).read_text() in blocks, f"{name} differs from its README listing"
-
-
-def test_the_other_readme_blocks_run_without_redis(tmp_path: Path) -> None:
-    """Every other python block of the section runs as written in a fresh process."""
-    listings = {(EXAMPLE / n).read_text() for n in ("producer.py", "consumer.py")}
-    others = [b for b in python_blocks(DOC.read_text()) if b not in listings]
-    assert others
-    for n, block in enumerate(others):
-        script = tmp_path / f"block{n}.py"
-        script.write_text(block)
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            env=environ_with(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, f"block {n} failed:\n{block}\n{done.stderr}"
