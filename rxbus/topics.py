@@ -11,8 +11,8 @@ more segments)::
     >>> matches("*.error", "build.error"), matches("**", "any.topic.at.all")
     (True, True)
 
-Patterns compile once to a regular expression and are cached, so matching is a dict lookup and
-one ``fullmatch``. The bus goes further: it resolves every subscribed pattern once per *topic*
+Patterns are parsed once and cached; matching walks the segments in time proportional to
+pattern length times topic length, whatever the pattern (no regular expression to backtrack). The bus goes further: it resolves every subscribed pattern once per *topic*
 (see :class:`rxbus.bus.EventBus`), so publish cost does not grow with patterns that do not match.
 """
 
@@ -99,11 +99,10 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
     Raises:
         InvalidTopicError: if ``pattern`` is malformed.
     """
-    regex = _compiled(pattern)
-    if regex is None:
-        return pattern.__eq__
-    fullmatch = regex.fullmatch
-    return lambda topic: fullmatch("." + topic) is not None
+    segments = _compiled(pattern)
+    if segments is None:
+        return pattern.__eq__  # type: ignore[return-value]
+    return lambda topic: _match(segments, topic.split("."))
 
 
 def matches(pattern: str, topic: str) -> bool:
@@ -116,15 +115,36 @@ def matches(pattern: str, topic: str) -> bool:
     Raises:
         InvalidTopicError: if ``pattern`` is malformed.
     """
-    regex = _compiled(pattern)
-    if regex is None:
+    segments = _compiled(pattern)
+    if segments is None:
         return pattern == topic
-    return regex.fullmatch("." + topic) is not None
+    return _match(segments, topic.split("."))
+
+
+def _match(pattern: tuple[str, ...], topic: list[str]) -> bool:
+    """Segment matching in O(len(pattern) * len(topic)), whatever the pattern.
+
+    A regular expression with several ``**`` backtracks exponentially on a topic that does not
+    match (``a.**.**.**...`` took seconds); this walks the segments once, keeping the set of
+    topic positions each pattern prefix can reach.
+    """
+    reach = {0}
+    n = len(topic)
+    for segment in pattern:
+        if segment == "**":
+            reach = set(range(min(reach), n + 1))
+        elif segment == "*":
+            reach = {i + 1 for i in reach if i < n}
+        else:
+            reach = {i + 1 for i in reach if i < n and topic[i] == segment}
+        if not reach:
+            return False
+    return n in reach
 
 
 @lru_cache(maxsize=4096)
-def _compiled(pattern: object) -> re.Pattern[str] | None:
-    """A regex over ``"." + topic`` for a wildcard pattern, ``None`` for a literal one."""
+def _compiled(pattern: object) -> tuple[str, ...] | None:
+    """The segments of a wildcard pattern (runs of ``**`` merged), ``None`` for a literal one."""
     if not isinstance(pattern, str):
         raise InvalidTopicError(
             f"topic pattern must be a str, got {type(pattern).__name__}: {pattern!r}"
@@ -141,17 +161,11 @@ def _compiled(pattern: object) -> re.Pattern[str] | None:
         raise InvalidTopicError(_explain(pattern, allow_wildcards=True))
     if "*" not in pattern:
         return None
-    # Each segment is matched with its leading dot, so "**" can stand for zero segments
-    # without leaving a stray separator: "a.**" matches ".a" as well as ".a.b.c".
-    parts = []
+    merged: list[str] = []
     for segment in segments:
-        if segment == "**":
-            parts.append(r"(?:\.[^.]+)*")
-        elif segment == "*":
-            parts.append(r"\.[^.]+")
-        else:
-            parts.append(r"\." + re.escape(segment))
-    return re.compile("".join(parts))
+        if not (segment == "**" and merged and merged[-1] == "**"):
+            merged.append(segment)
+    return tuple(merged)
 
 
 def _explain(value: str, *, allow_wildcards: bool) -> str:

@@ -97,3 +97,13 @@ def test_invalid_patterns_raise_naming_the_value(bad: object, needle: str) -> No
 def test_wildcards_are_not_valid_topics() -> None:
     with pytest.raises(InvalidTopicError, match="invalid segment"):
         validate_topic("hook.*")
+
+
+def test_many_double_wildcards_do_not_backtrack() -> None:
+    """A pattern of fifteen ``**`` against a topic that does not match answers at once; the
+    regex this replaced backtracked for minutes (pytest-timeout would fail this test)."""
+    pattern = ".".join(["**"] * 15 + ["x"])
+    topic = ".".join(["a"] * 15 + ["b"])
+    assert matches(pattern, topic) is False
+    assert compile_pattern(pattern)(topic) is False
+    assert matches(pattern, ".".join(["a"] * 15 + ["x"])) is True
