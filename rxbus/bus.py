@@ -35,7 +35,7 @@ from reactivex.disposable import Disposable
 from rxbus.consumer import Consumer, Mode
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BusClosedError, PayloadError
-from rxbus.event import Event, json_size
+from rxbus.event import STRICT_JSON, Event, json_size
 from rxbus.metrics import Counter, LatencyRecorder, MetricsRegistry
 from rxbus.policies import Overflow
 from rxbus.topics import (
@@ -53,8 +53,8 @@ _topic_types_get = _valid_topics.get
 _trusted = Event._trusted
 _dumps = orjson.dumps
 _LATENCY_SAMPLE_MASK = 63  # time one publish in 64 per topic
-# Past events created this recently are remembered at a replay's seam, to drop their live twin.
-# An event published more than this long after it was created can appear twice at the seam.
+# Past events from the ring, and stored ones created this recently, are remembered at a replay's
+# seam to drop their live twin (an event in flight while the replay subscribed).
 _SEAM_WINDOW = timedelta(seconds=60)
 
 
@@ -167,6 +167,8 @@ class EventBus:
         self._latency = LatencyRecorder("publish")
         self._registry = MetricsRegistry()
         self._started = time.monotonic()
+        self._close_done = threading.Event()
+        self._stopping: asyncio.Task[None] | None = None
         self._owned_loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
         try:
@@ -216,7 +218,7 @@ class EventBus:
             elif data.__class__ is dict:
                 if data:
                     try:
-                        size = len(_dumps(data))
+                        size = len(_dumps(data, None, STRICT_JSON))
                     except TypeError:
                         json_size("data", data)  # raises the PayloadError naming the value
             else:
@@ -499,17 +501,21 @@ class EventBus:
 
         return Observable(subscribe)
 
-    def _past(self, pattern: str, store: ReplayStore | None, since: Any) -> Iterator[Event]:
-        """The past: the ring, or the store followed by ring events the store has not got yet.
+    def _past(
+        self, pattern: str, store: ReplayStore | None, since: Any
+    ) -> Iterator[tuple[Event, bool]]:
+        """The past as ``(event, in_ring)``: the ring, or the store then the ring events the
+        store has not got yet.
 
         A publisher appends to the ring before it looks up routes, so an event either reached
         a live subscription made earlier or is in the ring snapshot taken after it. A store is
         fed by a consumer, so an event in flight to it may be missing from the query: the ring
-        fills that gap.
+        fills that gap. ``in_ring`` events are the ones a live twin can follow.
         """
         ring = _since(self.history(pattern), since)
         if store is None:
-            yield from ring
+            for event in ring:
+                yield event, True
             return
         flush = getattr(store, "flush", None)
         if callable(flush):
@@ -517,12 +523,13 @@ class EventBus:
         ring_ids = {e.id for e in ring}
         from_store: set[str] = set()
         for event in store.query(pattern, since=since):
-            if event.id in ring_ids:
+            in_ring = event.id in ring_ids
+            if in_ring:
                 from_store.add(event.id)
-            yield event
+            yield event, in_ring
         for event in ring:
             if event.id not in from_store:
-                yield event
+                yield event, True
 
     def _replay(
         self,
@@ -533,7 +540,7 @@ class EventBus:
         live: bool,
     ) -> abc.DisposableBase:
         if not live:
-            for event in self._past(pattern, store, since):
+            for event, _ in self._past(pattern, store, since):
                 observer.on_next(event)
             observer.on_completed()
             return Disposable()
@@ -541,8 +548,8 @@ class EventBus:
         consumer = self.subscribe(seam, topic=pattern, name=f"replay:{pattern}")
         seam.name = consumer.name
         recent = datetime.now(UTC) - _SEAM_WINDOW
-        for event in self._past(pattern, store, since):
-            seam.emit_past(event, remember=event.timestamp >= recent)
+        for event, in_ring in self._past(pattern, store, since):
+            seam.emit_past(event, remember=in_ring or event.timestamp >= recent)
         seam.go_live()
         return consumer
 
@@ -627,61 +634,78 @@ class EventBus:
         Returns:
             A dead letter for every event that could not be delivered within ``timeout``
             seconds (also counted as ``dropped`` and sent to :attr:`dead_letters`). Empty when
-            everything was delivered. Calling ``close`` again returns an empty list.
+            everything was delivered. A second call waits for the first to finish (up to its
+            own ``timeout``) and returns an empty list.
+
+        Called from a consumer's own worker thread, or on the loop the bus owns, ``close``
+        cannot wait for the consumers running there: they drain after it returns.
 
         Raises:
-            RuntimeError: if called on the thread of the bus's own running loop while ``async``
-                consumers have work there; use ``await bus.aclose()`` inside the loop.
+            RuntimeError: if called on the thread of a running loop the bus does not own while
+                ``async`` consumers have work there; use ``await bus.aclose()`` inside the loop.
         """
         with self._lock:
             if self._closed:
-                return []
-            consumers = tuple(self._members.values())
-            if (
-                self._loop is not None
-                and self._owned_loop is None
-                and _in_loop(self._loop)
-                and any(c.mode == "async" for c in consumers)
-            ):
-                raise RuntimeError(
-                    "close() would block the loop its async consumers run on; "
-                    "use 'await bus.aclose()' inside the loop"
-                )
-            self._closed = True
+                wait = True
+            else:
+                wait = False
+                consumers = tuple(self._members.values())
+                if (
+                    self._loop is not None
+                    and self._owned_loop is None
+                    and _in_loop(self._loop)
+                    and any(c.mode == "async" for c in consumers)
+                ):
+                    raise RuntimeError(
+                        "close() would block the loop its async consumers run on; "
+                        "use 'await bus.aclose()' inside the loop"
+                    )
+                self._closed = True
+        if wait:
+            self._close_done.wait(timeout)
+            return []
         deadline = time.monotonic() + timeout
         for c in consumers:
             c._begin_close()
         undelivered: list[DeadLetter] = []
         for c in consumers:
+            if c._runs_here():
+                continue  # it drains once this call returns to its loop or worker
             if not c._wait_closed(max(0.0, deadline - time.monotonic())):
                 undelivered.extend(
                     c._abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
                 )
-        self._finish_close()
+        self._finish_close(consumers, deadline)
         return undelivered
 
     async def aclose(self, timeout: float = 5.0) -> list[DeadLetter]:
         """:meth:`close` for code running on the bus's loop: awaits the drain instead of blocking."""
         with self._lock:
-            if self._closed:
-                return []
+            wait = self._closed
             self._closed = True
             consumers = tuple(self._members.values())
+        if wait:
+            deadline = time.monotonic() + timeout
+            while not self._close_done.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.001)
+            return []
         deadline = time.monotonic() + timeout
         for c in consumers:
             c._begin_close()
         undelivered: list[DeadLetter] = []
         for c in consumers:
+            if c._runs_here() and c.mode != "async":
+                continue
             while not c._done.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.001)
             if not c._done.is_set():
                 undelivered.extend(
                     c._abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
                 )
-        self._finish_close()
+        self._finish_close(consumers, deadline)
         return undelivered
 
-    def _finish_close(self) -> None:
+    def _finish_close(self, consumers: tuple[Consumer, ...], deadline: float) -> None:
         for observer in self._dead_observers:
             try:
                 observer.on_completed()
@@ -690,10 +714,14 @@ class EventBus:
         self._dead_observers = ()
         loop, thread = self._owned_loop, self._loop_thread
         if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=5)
-            if not thread.is_alive():
-                loop.close()
+            if thread is threading.current_thread():
+                # on the owned loop itself: stop it once its consumers have drained
+                pending = [c for c in consumers if c.mode == "async" and not c._done.is_set()]
+                self._stopping = loop.create_task(_stop_when_done(loop, pending, deadline))
+            else:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=5)
+        self._close_done.set()
 
     def __enter__(self) -> EventBus:
         return self
@@ -801,7 +829,18 @@ def _discard(_: Event) -> None:
 def _run_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
     asyncio.set_event_loop(loop)
     loop.call_soon(started.set)
-    loop.run_forever()
+    try:
+        loop.run_forever()
+    finally:
+        loop.close()
+
+
+async def _stop_when_done(
+    loop: asyncio.AbstractEventLoop, consumers: list[Consumer], deadline: float
+) -> None:
+    while any(not c._done.is_set() for c in consumers) and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    loop.stop()
 
 
 def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -153,6 +153,7 @@ class Consumer(abc.DisposableBase):
         self._current: Any = None  # the event being processed, for dead letters
         self._awaiting: list[Any] | None = None  # async sinks: items emitted by the chain
         self._finished = False  # chain completed/errored terminally, or disposed
+        self._chain_done = False  # the chain completed by itself (e.g. take(n))
         self._accepting = True
         self._completion_sent = False
         self._done = threading.Event()  # set once the consumer has drained and completed
@@ -294,6 +295,7 @@ class Consumer(abc.DisposableBase):
         if self._finished:
             return
         self._finished = True
+        self._chain_done = True
         self.bus._detach(self)
         self._complete_sink()
 
@@ -325,7 +327,9 @@ class Consumer(abc.DisposableBase):
         self._completion_sent = True
         if self._sink_on_error is not None:
             try:
-                self._sink_on_error(err)
+                result = self._sink_on_error(err)
+                if inspect.isawaitable(result):
+                    self._awaiting_result(result)
             except Exception as sink_err:
                 self._report(DeadLetter.capture(None, self.name, sink_err))
 
@@ -377,9 +381,17 @@ class Consumer(abc.DisposableBase):
 
     def _refuse(self, event: Any) -> None:
         """An event arrived after the consumer stopped accepting (a race with close/dispose)."""
-        with self._cond:
+        with self._qlock:
             self.received += 1
             self.dropped += 1
+        self._report_refused(event)
+
+    def _report_refused(self, event: Any) -> None:
+        """Dead-letter an event refused because the consumer was closing or disposed; one
+        refused because the chain completed by itself (``take(n)``) was simply not wanted."""
+        if not self._chain_done:
+            why = BusClosedError(f"consumer {self.name!r} stopped accepting events")
+            self._report(DeadLetter(event, self.name, why, "", 0))
 
     # -- queued modes ------------------------------------------------------------------------
 
@@ -389,7 +401,13 @@ class Consumer(abc.DisposableBase):
             if not self._accepting:
                 self.received += 1
                 self.dropped += 1
-                return
+                refused = True
+            else:
+                refused = False
+        if refused:
+            self._report_refused(event)
+            return
+        with self._qlock:
             self.received += 1
             queue = self._queue
             if len(queue) >= self.queue_size:
@@ -403,7 +421,7 @@ class Consumer(abc.DisposableBase):
                         self._blocked -= 1
                     if not self._accepting:
                         self.dropped += 1
-                        return
+                        refused = True
                 elif policy is Overflow.DROP_OLDEST:
                     queue.popleft()
                     self.dropped += 1
@@ -419,13 +437,16 @@ class Consumer(abc.DisposableBase):
                     overflow_error = True
                 # BLOCK on the consumer's own thread or loop cannot wait for itself: the queue
                 # goes over its bound rather than deadlock.
-            if not overflow_error:
+            if not overflow_error and not refused:
                 queue.append(event)
             wake = self._waiting
             if wake:
                 self._waiting = False
                 if self._worker is not None:
                     self._cond.notify()
+        if refused:
+            self._report_refused(event)
+            return
         if overflow_error:
             err = BufferOverflowError(
                 f"consumer {self.name!r}: queue full ({self.queue_size} events) and "
@@ -542,6 +563,9 @@ class Consumer(abc.DisposableBase):
                     self._done.set()
                     return
                 continue
+            if self._chain_done:  # queued behind a chain that completed itself: not wanted
+                self._count_unwanted()
+                continue
             if self._process(item):
                 self.delivered += 1
             else:
@@ -570,8 +594,26 @@ class Consumer(abc.DisposableBase):
         assert loop is not None
         if self._in_loop():
             self._set_wake()
-        else:
+            return
+        try:
             loop.call_soon_threadsafe(self._set_wake)
+        except RuntimeError:  # the loop is closed (e.g. the asyncio.run that made the bus ended)
+            self._loop_gone(loop)
+
+    def _loop_gone(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The consumer's loop is closed: it can never run again. Stop it and dead-letter what
+        it held, instead of letting publish() raise."""
+        with self._qlock:
+            if not self._accepting and self._done.is_set():
+                return
+            self._accepting = False
+            self._not_full.notify_all()
+        self.bus._detach(self)
+        self._abandon(
+            BusClosedError(f"consumer {self.name!r}: its asyncio loop {loop!r} is closed")
+        )
+        self._finished = True
+        self._done.set()
 
     def _set_wake(self) -> None:
         wake = self._wake
@@ -601,7 +643,16 @@ class Consumer(abc.DisposableBase):
                     if finished:
                         if item[0] == "complete":
                             self._complete_sink()
+                        if self._completion_task is not None:
+                            # an async on_completed/on_error finishes before the consumer does
+                            try:
+                                await self._completion_task
+                            except Exception as err:
+                                self._report(DeadLetter.capture(None, self.name, err))
                         return
+                    continue
+                if self._chain_done:
+                    self._count_unwanted()
                     continue
                 if self._async_sink:
                     self._awaiting = []
@@ -670,6 +721,17 @@ class Consumer(abc.DisposableBase):
             self._accepting = False
             self._not_full.notify_all()
         self._end_after_queue(("complete", None))
+
+    def _count_unwanted(self) -> None:
+        with self._qlock:
+            self.dropped += 1
+
+    def _runs_here(self) -> bool:
+        """True when called from this consumer's own worker thread or loop (it cannot be
+        waited for from here)."""
+        if self._worker is not None:
+            return threading.current_thread() is self._worker
+        return self._loop is not None and self._in_loop()
 
     def _wait_closed(self, timeout: float) -> bool:
         return self._done.wait(timeout)

@@ -282,6 +282,17 @@ def _json_dict(name: str, value: object) -> tuple[dict[str, Any], int]:
     return value, (json_size(name, value) if value else 0)
 
 
+# Refuse, rather than silently convert, values that would not come back as themselves from
+# JSON: datetimes (they return as strings), dataclasses (as dicts), subclasses of str, int,
+# dict and list (as the base type). Tuples (returned as lists) and NaN (as null) orjson cannot
+# be told to refuse: the README says so.
+STRICT_JSON = (
+    orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 def json_size(name: str, value: object) -> int:
     """Serialise ``value`` with orjson and return its size in bytes.
 
@@ -289,6 +300,6 @@ def json_size(name: str, value: object) -> int:
         PayloadError: naming ``name`` and the value orjson could not serialise.
     """
     try:
-        return len(orjson.dumps(value))
+        return len(orjson.dumps(value, option=STRICT_JSON))
     except TypeError as err:
         raise PayloadError(f"{name} is not JSON-serialisable ({err}): {value!r:.80}") from None

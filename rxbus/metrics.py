@@ -27,8 +27,9 @@ class Counter:
 
     @property
     def value(self) -> int:
-        # count(n).__reduce__() == (count, (n,)): the next value, i.e. how many were taken.
-        return int(self._count.__reduce__()[1][0])
+        # repr(count(n)) == "count(n)": the next value, i.e. how many were taken. (Its
+        # __reduce__ would say the same, but itertools pickling is gone in Python 3.14.)
+        return int(repr(self._count)[6:-1])
 
 
 def percentiles(

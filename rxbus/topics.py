@@ -101,7 +101,7 @@ def compile_pattern(pattern: str) -> Callable[[str], bool]:
     """
     segments = _compiled(pattern)
     if segments is None:
-        return pattern.__eq__  # type: ignore[return-value]
+        return pattern.__eq__
     return lambda topic: _match(segments, topic.split("."))
 
 

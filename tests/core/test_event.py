@@ -86,6 +86,8 @@ class TestBadInput:
             ("data", {"x": object()}, "data is not JSON-serialisable"),
             ("data", [1, 2], "data must be a dict"),
             ("data", {1: "non-str key"}, "data is not JSON-serialisable"),
+            ("data", {"when": datetime(2026, 1, 1, tzinfo=UTC)}, "data is not JSON-serialisable"),
+            ("metadata", {"k": type("Tag", (str,), {})("x")}, "metadata is not JSON-serialisable"),
             ("metadata", "x", "metadata must be a dict"),
             ("source", 5, "source must be a str"),
             ("timestamp", datetime(2026, 1, 1), "timestamp must be timezone-aware"),

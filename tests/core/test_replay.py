@@ -115,3 +115,29 @@ def test_live_replay_from_a_store_joins_the_seam_by_id() -> None:
         ).subscribe(got.append)
         more = [bus.publish("s.x", {"i": i}) for i in range(3, 6)]
         assert got == first + more
+
+
+def test_an_old_event_in_flight_at_the_seam_is_emitted_once() -> None:
+    """An event created long before it is published (relayed from elsewhere) and still being
+    delivered when a replay subscribes is in the ring and reaches the replay live: once."""
+    from datetime import UTC, timedelta
+
+    bus = EventBus()
+    inside = threading.Event()
+    release = threading.Event()
+
+    def slow(e: Event) -> None:
+        inside.set()
+        release.wait(10)
+
+    bus.subscribe(slow, topic="t.*", name="slow")
+    old = Event(topic="t.x", data={"n": 1}, timestamp=datetime.now(UTC) - timedelta(minutes=5))
+    publisher = threading.Thread(target=bus.publish, args=(old,))
+    publisher.start()
+    assert inside.wait(10)  # the event is in the ring; its publisher is inside the slow sink
+    seen: list[str] = []
+    bus.replay("t.*", live=True).subscribe(lambda e: seen.append(e.id))
+    release.set()
+    publisher.join(10)
+    assert seen.count(old.id) == 1
+    bus.close()

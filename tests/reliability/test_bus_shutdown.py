@@ -104,3 +104,145 @@ def test_dispose_counts_queued_events_as_dropped() -> None:
         assert c.stats.received == 10
         m = bus.metrics()
         assert c.name not in m["consumers"] and m["dropped"] == 9
+
+
+def test_close_from_a_consumers_own_worker_does_not_wait_on_itself() -> None:
+    """A thread consumer that closes the bus from its sink: close() returns at once and the
+    consumer still drains what it had queued."""
+    bus = EventBus()
+    got: list[int] = []
+    results: list[list[DeadLetter]] = []
+
+    def sink(e: Event) -> None:
+        got.append(e.data["i"])
+        if e.data["i"] == 0:
+            results.append(bus.close(timeout=5))
+
+    c = bus.subscribe(sink, mode="thread")
+    for i in range(3):
+        bus.publish("a", {"i": i})
+    assert c._done.wait(10)
+    assert results == [[]] and got == [0, 1, 2]
+
+
+def test_aclose_on_the_loop_the_bus_owns() -> None:
+    bus = EventBus()
+    got: list[int] = []
+    closed: list[list[DeadLetter]] = []
+    finished = threading.Event()
+
+    async def sink(e: Event) -> None:
+        got.append(e.data["i"])
+        if e.data["i"] == 2:
+            closed.append(await bus.aclose())
+            finished.set()
+
+    bus.subscribe(sink)
+    for i in range(3):
+        bus.publish("a", {"i": i})
+    assert finished.wait(10)
+    assert closed == [[]] and got == [0, 1, 2] and bus.closed
+
+
+def test_a_second_concurrent_close_waits_for_the_first() -> None:
+    bus = EventBus()
+    gate = threading.Event()
+    got: list[int] = []
+    bus.subscribe(lambda e: (gate.wait(), got.append(e.data["i"])), mode="thread")
+    for i in range(5):
+        bus.publish("a", {"i": i})
+    first = threading.Thread(target=bus.close, kwargs={"timeout": 10})
+    first.start()
+    while not bus.closed:
+        time.sleep(0.001)
+    threading.Timer(0.05, gate.set).start()
+    assert bus.close(timeout=10) == []
+    assert got == [0, 1, 2, 3, 4]  # the second call returned only after the drain
+    first.join()
+
+
+def test_a_producer_blocked_on_a_full_queue_when_close_starts_gets_a_dead_letter() -> None:
+    bus = EventBus()
+    letters: list[DeadLetter] = []
+    bus.dead_letters.subscribe(letters.append)
+    gate = threading.Event()
+    c = bus.subscribe(lambda e: gate.wait(), mode="thread", queue_size=1)
+    bus.publish("a", {"i": 0})
+    while c.stats.queued:  # until the worker holds event 0 in the sink
+        time.sleep(0.001)
+    bus.publish("a", {"i": 1})  # fills the queue
+    blocked = threading.Thread(target=bus.publish, args=("a", {"i": 2}))
+    blocked.start()
+    while c._blocked == 0:
+        time.sleep(0.001)
+    threading.Timer(0.05, gate.set).start()
+    c.dispose()
+    blocked.join(10)
+    assert [lt.event.data["i"] for lt in letters if isinstance(lt.error, BusClosedError)] == [1, 2]
+    deadline = time.monotonic() + 10
+    while c.stats.delivered == 0 and time.monotonic() < deadline:  # event 0 leaves the sink
+        time.sleep(0.001)
+    s = c.stats
+    assert s.received == s.delivered + s.failed + s.dropped + s.queued
+
+
+def test_async_on_completed_finishes_before_close_returns() -> None:
+    done: list[str] = []
+
+    class Sink:
+        async def on_next(self, e: Event) -> None:
+            await asyncio.sleep(0)
+
+        async def on_completed(self) -> None:
+            await asyncio.sleep(0.01)
+            done.append("completed")
+
+    bus = EventBus()
+    bus.subscribe(Sink())
+    bus.publish("a")
+    assert bus.close(timeout=10) == [] and done == ["completed"]
+
+
+def test_events_behind_a_chain_that_completed_itself_are_dropped_not_delivered() -> None:
+    for mode in ("sync", "thread", "async"):
+        bus = EventBus()
+        got: list[int] = []
+        gate = threading.Event()
+        if mode == "sync":
+            gate.set()  # a sync sink runs in the publisher: it must not wait for the test
+
+        def sink(i: int, g: threading.Event = gate) -> None:
+            g.wait()
+            got.append(i)
+
+        c = bus.subscribe(sink, rx_ops.map(lambda e: e.data["i"]), rx_ops.take(2), mode=mode)
+        for i in range(5):
+            bus.publish("a", {"i": i})
+        gate.set()
+        bus.close(timeout=10)
+        s = c.stats
+        assert got == [0, 1], mode
+        # sync: detached as soon as take(2) completed, so later events never reach it;
+        # queued: events 2-4 were already queued behind the completion and are dropped
+        expected = (2, 2, 0, 0) if mode == "sync" else (5, 2, 3, 0)
+        assert (s.received, s.delivered, s.dropped, s.dead_lettered) == expected, (mode, s)
+
+
+def test_publishing_after_the_buses_loop_ended_does_not_raise() -> None:
+    """A bus made inside asyncio.run keeps that loop for async consumers; once it is closed,
+    publish() neither raises nor loses events silently."""
+    letters: list[DeadLetter] = []
+
+    async def make() -> EventBus:
+        bus = EventBus()
+        bus.dead_letters.subscribe(letters.append)
+
+        async def sink(e: Event) -> None: ...
+
+        bus.subscribe(sink, name="orphan")
+        return bus
+
+    bus = asyncio.run(make())
+    bus.publish("a")
+    assert [lt.consumer for lt in letters] == ["orphan"]
+    assert "loop" in str(letters[0].error)
