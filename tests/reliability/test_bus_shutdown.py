@@ -211,7 +211,7 @@ def test_events_behind_a_chain_that_completed_itself_are_dropped_not_delivered()
         if mode == "sync":
             gate.set()  # a sync sink runs in the publisher: it must not wait for the test
 
-        def sink(i: int, g: threading.Event = gate) -> None:
+        def sink(i: int, g: threading.Event = gate, got: list[int] = got) -> None:
             g.wait()
             got.append(i)
 
