@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import zlib
 from datetime import datetime
-from types import TracebackType
 from typing import IO, Any
 
 import orjson
@@ -22,6 +21,7 @@ import orjson
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.metrics import Counter
+from rxbus.sinks._base import ClosingSink
 from rxbus.sinks._batch import DEAD_LETTER_TOPIC
 
 __all__ = ["ConsoleSink"]
@@ -29,7 +29,7 @@ __all__ = ["ConsoleSink"]
 _PALETTE = ("cyan", "green", "magenta", "blue", "yellow", "bright_cyan", "bright_green")
 
 
-class ConsoleSink:
+class ConsoleSink(ClosingSink):
     """Print each event as one line.
 
     Args:
@@ -145,17 +145,6 @@ class ConsoleSink:
             self._console.file.flush()
         except (AttributeError, ValueError, OSError):
             pass
-
-    def __enter__(self) -> ConsoleSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def stats(self) -> dict[str, int]:

@@ -30,7 +30,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -39,6 +38,7 @@ from rxbus.deadletter import DeadLetter
 from rxbus.errors import PayloadError
 from rxbus.event import Event
 from rxbus.metrics import Counter
+from rxbus.sinks._base import ClosingSink
 from rxbus.sinks._batch import (
     BatchWriter,
     SinkClosedError,
@@ -68,7 +68,7 @@ class TornLineWarning(UserWarning):
     """A JSONL file ended in a partial line (a writer was killed mid-write); it was skipped."""
 
 
-class JsonlSink:
+class JsonlSink(ClosingSink):
     """Write events to a JSON Lines file, one ``orjson`` line per event.
 
     Args:
@@ -196,17 +196,6 @@ class JsonlSink:
         if not self._writer.alive and self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-    def __enter__(self) -> JsonlSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def stats(self) -> dict[str, int]:

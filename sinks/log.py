@@ -12,12 +12,12 @@ from __future__ import annotations
 import builtins
 import types
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.metrics import Counter
+from rxbus.sinks._base import ClosingSink
 from rxbus.sinks._batch import as_event, report_failure
 from rxbus.topics import compile_pattern
 
@@ -33,7 +33,7 @@ def _emit(log: Callable[..., None], level: str | int, message: str, fields: dict
     log(level, message, **fields)
 
 
-class LogSink:
+class LogSink(ClosingSink):
     """Log each event as a loguru record whose ``extra`` holds the event's fields.
 
     ``record["extra"]`` gets ``event_id``, ``topic``, ``type``, ``source``, ``data``,
@@ -142,17 +142,6 @@ class LogSink:
 
     def close(self) -> None:
         """Nothing to release; here so every sink can be closed the same way."""
-
-    def __enter__(self) -> LogSink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def stats(self) -> dict[str, int]:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
+from rxbus.sinks._base import ClosingSink
 
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.bus import EventBus
@@ -31,7 +31,7 @@ DEFAULT_BUCKETS = (
 _CONSUMER_COUNTERS = ("received", "delivered", "failed", "dropped", "dead_lettered")
 
 
-class PrometheusExporter:
+class PrometheusExporter(ClosingSink):
     """Export a bus's metrics in the Prometheus text format.
 
     Metrics (``namespace`` defaults to ``rxbus``; every one has a ``bus`` label):
@@ -175,17 +175,6 @@ class PrometheusExporter:
             server.server_close()
         if thread is not None:
             thread.join(5.0)
-
-    def __enter__(self) -> PrometheusExporter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def stats(self) -> dict[str, int]:

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -37,6 +36,7 @@ import orjson
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.metrics import Counter
+from rxbus.sinks._base import ClosingSink
 from rxbus.sinks._batch import (
     BatchWriter,
     SinkClosedError,
@@ -98,7 +98,7 @@ _SYNCHRONOUS = {"never": "NORMAL", "batch": "FULL", "always": "FULL"}
 Since = datetime | str | None
 
 
-class SQLiteStore:
+class SQLiteStore(ClosingSink):
     """Persist events in a SQLite file and query or replay them.
 
     Args:
@@ -372,17 +372,6 @@ class SQLiteStore:
         for conn in self._readers:
             conn.close()
         self._readers.clear()
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def stats(self) -> dict[str, int]:
