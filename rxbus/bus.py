@@ -693,9 +693,10 @@ class EventBus:
         for c in consumers:
             c._begin_close()
         undelivered: list[DeadLetter] = []
+        me = asyncio.current_task()
         for c in consumers:
-            if c._runs_here() and c.mode != "async":
-                continue
+            if (c._runs_here() and c.mode != "async") or (me is not None and c._task is me):
+                continue  # called from this consumer's own sink: it finishes after we return
             while not c._done.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.001)
             if not c._done.is_set():
@@ -719,7 +720,13 @@ class EventBus:
                 pending = [c for c in consumers if c.mode == "async" and not c._done.is_set()]
                 self._stopping = loop.create_task(_stop_when_done(loop, pending, deadline))
             else:
-                loop.call_soon_threadsafe(loop.stop)
+                # drain tasks close() gave up on are cancelled and let finish before the loop
+                # stops, rather than left pending forever
+                tasks = [c._task for c in consumers if c._task is not None and not c._done.is_set()]
+                if tasks:
+                    asyncio.run_coroutine_threadsafe(_cancel_then_stop(loop, tasks), loop)
+                else:
+                    loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=5)
         self._close_done.set()
 
@@ -833,6 +840,15 @@ def _run_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None
         loop.run_forever()
     finally:
         loop.close()
+
+
+async def _cancel_then_stop(
+    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[None]]
+) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=1)
+    loop.stop()
 
 
 async def _stop_when_done(

@@ -197,6 +197,8 @@ class Consumer(abc.DisposableBase):
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._completion_task: asyncio.Future[Any] | None = None
+        self._inflight: Any = None  # the event an async sink is awaiting
+        self._inflight_abandoned = False
 
         base = scheduler if scheduler is not None else default_scheduler()
         self._user_scheduler = scheduler
@@ -656,8 +658,13 @@ class Consumer(abc.DisposableBase):
                     continue
                 if self._async_sink:
                     self._awaiting = []
+                    self._inflight = item
                     ok = self._process(item)
                     ok = await self._drain_awaiting(item) and ok
+                    self._inflight = None
+                    if self._inflight_abandoned:  # close() gave up on it and counted it
+                        self._inflight_abandoned = False
+                        continue
                 else:
                     ok = self._process(item)
                 if ok:
@@ -741,6 +748,11 @@ class Consumer(abc.DisposableBase):
         with self._cond:
             left = list(self._queue)
             self._queue.clear()
+            inflight = self._inflight
+            if inflight is not None and not self._inflight_abandoned:
+                # an async sink still awaiting it: its loop may never resume it
+                self._inflight_abandoned = True
+                left.insert(0, inflight)
             self.dropped += len(left)
             self._not_full.notify_all()
         letters = [DeadLetter(event, self.name, reason, "", 0) for event in left]

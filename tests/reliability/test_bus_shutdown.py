@@ -246,3 +246,22 @@ def test_publishing_after_the_buses_loop_ended_does_not_raise() -> None:
     bus.publish("a")
     assert [lt.consumer for lt in letters] == ["orphan"]
     assert "loop" in str(letters[0].error)
+
+
+def test_close_timeout_counts_the_event_an_async_sink_is_still_awaiting() -> None:
+    """An async sink stuck on an event when close() gives up: that event is reported with the
+    queued ones, and received == delivered + failed + dropped + queued still holds."""
+    entered = threading.Event()
+
+    async def stuck(e: Event) -> None:
+        entered.set()
+        await asyncio.sleep(3600)
+
+    bus = EventBus()
+    c = bus.subscribe(stuck, name="stuck")
+    events = [bus.publish("a", {"i": i}) for i in range(3)]
+    assert entered.wait(10)
+    undelivered = bus.close(timeout=0.2)
+    assert [d.event for d in undelivered] == events
+    s = c.stats
+    assert (s.received, s.delivered, s.dropped, s.queued) == (3, 0, 3, 0)
