@@ -49,6 +49,9 @@ from rxbus.topics import (
 __all__ = ["BusStream", "EventBus", "ReplayStore"]
 
 _ROUTE_CACHE_LIMIT = 16_384
+TOPIC_METRICS_LIMIT = 10_000
+"""Topics counted one by one in ``metrics()["topics"]``; later new topics share one entry."""
+OTHER_TOPICS = "(other topics)"
 _topic_types_get = _valid_topics.get
 _trusted = Event._trusted
 _dumps = orjson.dumps
@@ -302,7 +305,10 @@ class EventBus:
                 return route
             counter = self._topic_counters.get(topic)
             if counter is None:
-                counter = self._topic_counters[topic] = Counter()
+                if len(self._topic_counters) < TOPIC_METRICS_LIMIT:
+                    counter = self._topic_counters[topic] = Counter()
+                else:  # a stream of unique topics must not grow the metrics without bound
+                    counter = self._topic_counters.setdefault(OTHER_TOPICS, Counter())
             pushes = tuple(c.push for c in self._consumers if self._matchers[c.pattern](topic))
             route = _Route(pushes, counter)
             if len(self._routes) >= _ROUTE_CACHE_LIMIT:

@@ -321,3 +321,18 @@ class TestContextManagers:
 def test_overflow_parse_accepts_names() -> None:
     assert Overflow.parse("DROP_OLDEST") is Overflow.DROP_OLDEST
     assert Overflow.parse(Overflow.LATEST) is Overflow.LATEST
+
+
+def test_per_topic_metrics_stay_bounded_under_unique_topics(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Topics beyond the limit share one '(other topics)' count; the total stays exact."""
+    import rxbus.bus as bus_module
+
+    monkeypatch.setattr(bus_module, "TOPIC_METRICS_LIMIT", 5)
+    with EventBus() as bus:
+        for i in range(20):
+            bus.publish(f"agent.a{i}.step")
+        m = bus.metrics()
+        assert len(m["topics"]) == 6 and m["published"] == 20
+        assert m["topics"][bus_module.OTHER_TOPICS] == {"published": 15}
