@@ -38,7 +38,7 @@ from rxbus.deadletter import DeadLetter
 from rxbus.errors import PayloadError
 from rxbus.event import Event
 from rxbus.metrics import Counter
-from rxbus.sinks._base import ClosingSink
+from rxbus.sinks._base import ClosingSink, DeadLetterBinding
 from rxbus.sinks._batch import (
     BatchWriter,
     SinkClosedError,
@@ -49,7 +49,7 @@ from rxbus.sinks._batch import (
 from rxbus.topics import compile_pattern, validate_pattern, validate_topic
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rxbus._context import ConsumerContext
+    pass
 
 __all__ = [
     "JsonlSink",
@@ -68,7 +68,7 @@ class TornLineWarning(UserWarning):
     """A JSONL file ended in a partial line (a writer was killed mid-write); it was skipped."""
 
 
-class JsonlSink(ClosingSink):
+class JsonlSink(ClosingSink, DeadLetterBinding):
     """Write events to a JSON Lines file, one ``orjson`` line per event.
 
     Args:
@@ -154,12 +154,6 @@ class JsonlSink(ClosingSink):
         )
 
     # -- the observer -------------------------------------------------------------------------
-
-    def bind_consumer(self, context: ConsumerContext) -> None:
-        """Called by the bus on ``bus.subscribe(sink)``: without ``dead_letters=``, events this
-        sink cannot write become dead letters of that bus (counted in its metrics)."""
-        if not self._explicit_dead_letters:
-            self._dead_letters = context.report_dead_letter
 
     def on_next(self, event: Event | DeadLetter) -> None:
         """Queue ``event`` (or a dead letter) for the writer thread; never raises for I/O."""

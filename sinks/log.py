@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.metrics import Counter
-from rxbus.sinks._base import ClosingSink
+from rxbus.sinks._base import ClosingSink, DeadLetterBinding
 from rxbus.sinks._batch import as_event, report_failure
 from rxbus.topics import compile_pattern
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rxbus._context import ConsumerContext
+    pass
 
 __all__ = ["LogSink"]
 
@@ -33,7 +33,7 @@ def _emit(log: Callable[..., None], level: str | int, message: str, fields: dict
     log(level, message, **fields)
 
 
-class LogSink(ClosingSink):
+class LogSink(ClosingSink, DeadLetterBinding):
     """Log each event as a loguru record whose ``extra`` holds the event's fields.
 
     ``record["extra"]`` gets ``event_id``, ``topic``, ``type``, ``source``, ``data``,
@@ -106,12 +106,6 @@ class LogSink(ClosingSink):
                 self._levels.clear()
             self._levels[key] = level
         return level
-
-    def bind_consumer(self, context: ConsumerContext) -> None:
-        """Called by the bus on ``bus.subscribe(sink)``: without ``dead_letters=``, events this
-        sink cannot write become dead letters of that bus (counted in its metrics)."""
-        if not self._explicit_dead_letters:
-            self._dead_letters = context.report_dead_letter
 
     def on_next(self, item: Event | DeadLetter) -> None:
         """Log ``item`` (an event or a dead letter); a failing handler is counted, never raised."""

@@ -37,11 +37,12 @@ from typing import Any
 import orjson
 from loguru import logger
 
-from rxbus._context import ConsumerContext, dead_letter_target
+from rxbus._context import dead_letter_target
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BufferOverflowError, BusClosedError, DeliveryError
 from rxbus.event import Event
 from rxbus.policies import Overflow
+from rxbus.sinks._base import DeadLetterBinding
 
 __all__ = ["SocketIOSink"]
 
@@ -127,7 +128,7 @@ class _Batch:
     sent_at: float
 
 
-class SocketIOSink:
+class SocketIOSink(DeadLetterBinding):
     """Delivers events to a Socket.IO server with acknowledgements and a bounded outbox.
 
     Each emit carries up to ``batch_size`` payloads as one list (a single payload, not a list,
@@ -319,12 +320,6 @@ class SocketIOSink:
         self._ready.wait()
 
     # -- observer ------------------------------------------------------------------------------
-
-    def bind_consumer(self, context: ConsumerContext) -> None:
-        """Called by the bus when this sink is subscribed: without ``dead_letters=``, events the
-        server refuses become dead letters of that bus."""
-        if not self._explicit_dead_letters:
-            self._dead_letters = context.report_dead_letter
 
     def on_next(self, event: Event) -> None:
         """Queue ``event`` for delivery; returns at once.

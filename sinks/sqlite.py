@@ -36,7 +36,7 @@ import orjson
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.metrics import Counter
-from rxbus.sinks._base import ClosingSink
+from rxbus.sinks._base import ClosingSink, DeadLetterBinding
 from rxbus.sinks._batch import (
     BatchWriter,
     SinkClosedError,
@@ -47,7 +47,7 @@ from rxbus.sinks._batch import (
 from rxbus.topics import is_wildcard, matches, validate_pattern
 
 if TYPE_CHECKING:  # pragma: no cover
-    from rxbus._context import ConsumerContext
+    pass
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStore", "StoreError"]
 
@@ -98,7 +98,7 @@ _SYNCHRONOUS = {"never": "NORMAL", "batch": "FULL", "always": "FULL"}
 Since = datetime | str | None
 
 
-class SQLiteStore(ClosingSink):
+class SQLiteStore(ClosingSink, DeadLetterBinding):
     """Persist events in a SQLite file and query or replay them.
 
     Args:
@@ -271,12 +271,6 @@ class SQLiteStore(ClosingSink):
             raise
 
     # -- the observer -------------------------------------------------------------------------
-
-    def bind_consumer(self, context: ConsumerContext) -> None:
-        """Called by the bus on ``bus.subscribe(sink)``: without ``dead_letters=``, events this
-        sink cannot write become dead letters of that bus (counted in its metrics)."""
-        if not self._explicit_dead_letters:
-            self._dead_letters = context.report_dead_letter
 
     def on_next(self, event: Event | DeadLetter) -> None:
         """Queue ``event`` (or a dead letter) for the writer thread; never raises for I/O."""
