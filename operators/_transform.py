@@ -17,10 +17,6 @@ __all__ = ["enrich", "transform"]
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
-_new = object.__new__
-_set = object.__setattr__
-_EVENT_FIELDS = tuple(f for f in Event.__slots__ if f != "metadata")
-
 
 def transform(
     fn: Callable[[_T], _R],
@@ -129,10 +125,18 @@ def enrich(**metadata: Any) -> Callable[[Observable[Event]], Observable[Event]]:
     def add(event: Event) -> Event:
         if not isinstance(event, Event):
             raise TypeError(f"enrich() needs rxbus.Event items, got {type(event).__name__}")
-        copy = _new(type(event))
-        for field in _EVENT_FIELDS:
-            _set(copy, field, getattr(event, field))
-        _set(copy, "metadata", {**event.metadata, **extra} if event.metadata else dict(extra))
+        meta = {**event.metadata, **extra} if event.metadata else dict(extra)
+        copy = Event._trusted(
+            event.topic,
+            event.type,
+            event.data,
+            event.source,
+            meta,
+            event.correlation_id,
+            None,
+            event.id,
+            event.timestamp,
+        )
         return copy
 
     return _mapping(add, None, None, "enrich")

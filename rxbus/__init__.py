@@ -14,6 +14,7 @@ short-lived processes such as shell hooks.
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from rxbus._lazy import lazy_exports
@@ -25,6 +26,7 @@ from rxbus.errors import (
     DeliveryError,
     InvalidTopicError,
     PayloadError,
+    PublishLoopError,
     RxbusError,
 )
 from rxbus.event import Event
@@ -53,6 +55,7 @@ __all__ = [
     "InvalidTopicError",
     "Overflow",
     "PayloadError",
+    "PublishLoopError",
     "RetryPolicy",
     "RxbusError",
 ]
@@ -60,3 +63,6 @@ __version__ = "0.1.0"
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
+
+if "IPython" in sys.modules:  # in a notebook: the pictures register their reprs themselves
+    import rxbus.viz  # noqa: F401

@@ -2,42 +2,93 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 __all__ = ["DeadLetter"]
 
 
-@dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An item that could not be delivered, and why.
+    """An item that could not be delivered, and why. Immutable.
 
     Attributes:
         event: the item (usually an :class:`rxbus.Event`; after a transform, whatever it became).
         consumer: name of the consumer (or operator) that failed.
         error: the exception raised.
-        traceback: the formatted traceback of ``error``.
+        traceback: the formatted traceback of ``error``: formatted on first read, so a consumer
+            that fails on every event costs its publisher only the exception, not the format.
         attempts: how many times delivery was tried.
         timestamp: when it was dead-lettered (UTC).
     """
 
+    __slots__ = ("_traceback", "attempts", "consumer", "error", "event", "timestamp")
+
     event: Any
     consumer: str
     error: BaseException
-    traceback: str = ""
-    attempts: int = 1
-    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    attempts: int
+    timestamp: datetime
+
+    def __init__(
+        self,
+        event: Any,
+        consumer: str,
+        error: BaseException,
+        traceback: str | None = None,
+        attempts: int = 1,
+        timestamp: datetime | None = None,
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "event", event)
+        setter(self, "consumer", consumer)
+        setter(self, "error", error)
+        setter(self, "_traceback", traceback)
+        setter(self, "attempts", attempts)
+        setter(self, "timestamp", datetime.now(UTC) if timestamp is None else timestamp)
 
     @classmethod
     def capture(
         cls, event: Any, consumer: str, error: BaseException, attempts: int = 1
     ) -> DeadLetter:
-        """Build a dead letter for ``error``, formatting its traceback."""
-        import traceback  # imported here: ~10 ms that a process publishing one event never needs
+        """A dead letter for ``error``; its traceback is formatted when first read."""
+        return cls(event, consumer, error, None, attempts)
 
-        tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-        return cls(event, consumer, error, tb, attempts)
+    @property
+    def traceback(self) -> str:
+        tb = self._traceback
+        if tb is None:
+            import traceback  # ~10 ms that a process publishing one event never needs
+
+            error = self.error
+            tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            object.__setattr__(self, "_traceback", tb)
+        return tb
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"DeadLetter is immutable; cannot set {name!r}")
+
+    def _key(self) -> tuple[Any, ...]:
+        return (
+            self.event,
+            self.consumer,
+            self.error,
+            self.traceback,
+            self.attempts,
+            self.timestamp,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not DeadLetter:
+            return NotImplemented
+        return self._key() == other._key()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"DeadLetter(event={self.event!r}, consumer={self.consumer!r}, error={self.error!r}, "
+            f"attempts={self.attempts}, timestamp={self.timestamp!r})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-native dict (the event as :meth:`rxbus.Event.to_dict` where it is one)."""

@@ -13,6 +13,7 @@ __all__ = [
     "DeliveryError",
     "InvalidTopicError",
     "PayloadError",
+    "PublishLoopError",
     "RxbusError",
     "SinkClosedError",
     "StoreError",
@@ -57,3 +58,7 @@ class StoreError(RxbusError, ValueError):
 
 class SinkClosedError(RxbusError, RuntimeError):
     """An event reached a sink after it was closed."""
+
+
+class PublishLoopError(RxbusError, RuntimeError):
+    """A consumer's publish went round busy consumers too many times: a publish loop."""

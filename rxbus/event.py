@@ -81,9 +81,10 @@ def _now() -> datetime:
 
 
 class _Sized:
-    """Holds the serialised size of ``data`` + ``metadata``, measured once at construction, so
-    the bus can enforce ``max_event_bytes`` on a prebuilt event without serialising it again.
-    Not a dataclass field: it takes no part in equality, repr or serialisation."""
+    """Holds the serialised size of ``data`` + ``metadata`` once measured, so the bus can enforce
+    ``max_event_bytes`` on a prebuilt event without serialising it again. Not a dataclass field:
+    it takes no part in equality, repr or serialisation; :attr:`Event.payload_size` fills it on
+    first read when a construction path did not."""
 
     __slots__ = ("_size",)
     _size: int
@@ -135,7 +136,7 @@ class Event(_Sized):
         object.__setattr__(self, "metadata", metadata)
         _set_size(self, data_size + metadata_size)
 
-    # -- construction without re-validation (the bus validates before calling this) ----------
+    # -- the one construction path that skips validation --------------------------------------
 
     @classmethod
     def _trusted(
@@ -146,15 +147,25 @@ class Event(_Sized):
         source: str,
         metadata: dict[str, Any],
         correlation_id: str | None,
-        size: int = 0,
+        size: int | None = None,
+        id: str | None = None,
+        timestamp: datetime | None = None,
     ) -> Event:
+        """Build an event from values already validated (by ``publish``, or before they were
+        stored). Every library path that skips ``__init__`` comes through here, so no field (nor
+        the cached size) can be forgotten.
+
+        ``id`` and ``timestamp`` are generated when ``None``; ``size`` (of ``data`` +
+        ``metadata`` serialised) is measured on first use when ``None``.
+        """
         event = _new(cls)
-        _set_size(event, size)
+        if size is not None:
+            _set_size(event, size)
         _set_topic(event, topic)
         _set_type(event, type)
         _set_data(event, data)
-        _set_id(event, _ids.next_id())
-        _set_timestamp(event, datetime.now(UTC))
+        _set_id(event, _ids.next_id() if id is None else id)
+        _set_timestamp(event, datetime.now(UTC) if timestamp is None else timestamp)
         _set_source(event, source)
         _set_metadata(event, metadata)
         _set_correlation_id(event, correlation_id)
@@ -233,17 +244,19 @@ class Event(_Sized):
 
     @property
     def payload_size(self) -> int:
-        """Bytes of ``data`` + ``metadata`` serialised with orjson (measured at construction)."""
-        return self._size
+        """Bytes of ``data`` + ``metadata`` serialised with orjson (measured once, then cached)."""
+        try:
+            return self._size
+        except AttributeError:
+            size = (json_size("data", self.data) if self.data else 0) + (
+                json_size("metadata", self.metadata) if self.metadata else 0
+            )
+            _set_size(self, size)
+            return size
 
     def evolve(self, **changes: Any) -> Event:
         """A copy with ``changes`` applied (validated like a new event); the id is kept."""
         return dataclasses.replace(self, **changes)
-
-    def _repr_html_(self) -> str:
-        from rxbus.viz import event_html
-
-        return event_html(self)
 
 
 _new = object.__new__

@@ -1,152 +1,97 @@
 """Schedulers for time-based operators: one timer thread, never a thread per timer.
 
-reactivex's default ``TimeoutScheduler`` starts a thread for every timer, and
-``EventLoopScheduler`` lets an exception in one action kill its thread. :class:`TimerScheduler`
-runs every timer of the process on one daemon thread from a heap, and survives a failing action.
+reactivex's default ``TimeoutScheduler`` starts a thread for every timer, and an
+``EventLoopScheduler`` alone lets an exception in one action kill its thread.
+:class:`TimerScheduler` is the two of RxPY's own pieces that fix both:
+``CatchScheduler(EventLoopScheduler())``.
 
-Inside a bus consumer, operators receive a scheduler that also serialises timer actions with the
-consumer's ``on_next`` (:class:`SerialScheduler`) or posts them to the consumer's own worker
-(:class:`PostingScheduler`), so downstream is never called concurrently.
+Inside a bus consumer, operators receive a :class:`PostingScheduler` that hands each due action
+to the consumer, which runs it serialised with its events (in whichever thread or task the
+consumer delivers), so downstream is never called concurrently.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import threading
-from abc import abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from reactivex import abc, typing
-from reactivex.disposable import Disposable
+from reactivex.scheduler import CatchScheduler, EventLoopScheduler
 from reactivex.scheduler.periodicscheduler import PeriodicScheduler
 
 from rxbus._log import logger
 
-__all__ = ["PostingScheduler", "SerialScheduler", "TimerScheduler", "default_scheduler"]
+__all__ = ["PostingScheduler", "TimerScheduler", "default_scheduler"]
 
 _T = TypeVar("_T")
 
 
-class _Timer:
-    __slots__ = ("action", "cancelled", "due", "state")
+class TimerScheduler(CatchScheduler):
+    """reactivex's ``EventLoopScheduler`` (one daemon thread for every timer) wrapped in its
+    ``CatchScheduler``, so an action that raises is logged (``rxbus`` logger) and the thread goes
+    on instead of dying with it.
 
-    def __init__(self, due: datetime, action: Any, state: Any) -> None:
-        self.due = due
-        self.action = action
-        self.state = state
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-class TimerScheduler(PeriodicScheduler):
-    """Runs scheduled actions on one daemon thread, in due-time order.
-
-    The thread starts on the first timer. An action that raises is logged (``rxbus`` logger) and
-    the thread goes on. Cancelled timers are skipped when due and purged when they pile up.
+    Like RxPY's own scheduler, a cancelled timer stays queued (skipped) until its due time.
     """
 
     def __init__(self, name: str = "rxbus-timer") -> None:
-        super().__init__()
-        self._name = name
-        self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[datetime, int, _Timer]] = []
-        self._seq = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
+        def thread_factory(target: Callable[[], None]) -> threading.Thread:
+            return threading.Thread(target=target, name=name, daemon=True)
 
-    @property
-    def thread(self) -> threading.Thread | None:
-        """The timer thread, once started."""
-        return self._thread
-
-    def schedule(
-        self, action: typing.ScheduledAction[_T], state: _T | None = None
-    ) -> abc.DisposableBase:
-        return self.schedule_absolute(self.now, action, state)
-
-    def schedule_relative(
-        self,
-        duetime: typing.RelativeTime,
-        action: typing.ScheduledAction[_T],
-        state: _T | None = None,
-    ) -> abc.DisposableBase:
-        return self.schedule_absolute(self.now + self.to_timedelta(duetime), action, state)
-
-    def schedule_absolute(
-        self,
-        duetime: typing.AbsoluteTime,
-        action: typing.ScheduledAction[_T],
-        state: _T | None = None,
-    ) -> abc.DisposableBase:
-        timer = _Timer(self.to_datetime(duetime), action, state)
-        with self._cond:
-            if self._stopped:
-                raise RuntimeError(f"scheduler {self._name!r} is stopped")
-            heapq.heappush(self._heap, (timer.due, next(self._seq), timer))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            elif self._heap[0][2] is timer:
-                self._cond.notify()
-        return Disposable(timer.cancel)
+        self._loop_scheduler = EventLoopScheduler(thread_factory=thread_factory)
+        super().__init__(self._loop_scheduler, _log_and_go_on)
 
     def stop(self) -> None:
-        """Stop the thread; pending timers never run."""
-        with self._cond:
-            self._stopped = True
-            self._heap.clear()
-            self._cond.notify()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while True:
-                    if self._stopped:
-                        return
-                    if not self._heap:
-                        self._cond.wait()
-                        continue
-                    due, _, timer = self._heap[0]
-                    if timer.cancelled:
-                        heapq.heappop(self._heap)
-                        continue
-                    wait = (due - self.now).total_seconds()
-                    if wait <= 0:
-                        heapq.heappop(self._heap)
-                        break
-                    self._cond.wait(wait)
-            try:
-                timer.action(self, timer.state)
-            except Exception:
-                logger.exception("rxbus: a scheduled action raised; the timer thread goes on")
+        """End the thread; pending timers never run."""
+        self._loop_scheduler.dispose()
 
 
-class _WrappingScheduler(PeriodicScheduler):
-    """Delegates to ``base``, passing every action through :meth:`_wrap` first."""
+def _log_and_go_on(error: Exception) -> bool:
+    logger.opt(exception=error).error("rxbus: a scheduled action raised; the timer thread goes on")
+    return True
 
-    def __init__(self, base: abc.SchedulerBase) -> None:
+
+class PostingScheduler(PeriodicScheduler):
+    """Wraps ``base`` so each due action is handed to ``post`` instead of run in place.
+
+    A bus consumer posts its operators' timer actions to itself, and runs them between events
+    where it runs events: the publisher's thread (``sync``), its worker (``thread``).
+
+    With ``immediate`` (a trampoline), actions due now run there instead, in the caller's
+    thread, as they would for a chain subscribed without a scheduler: ``retry``, ``concat`` and
+    ``repeat`` resubscribe at once, not one timer tick later.
+    """
+
+    def __init__(
+        self,
+        base: abc.SchedulerBase,
+        post: Callable[[Callable[[], Any]], None],
+        immediate: abc.SchedulerBase | None = None,
+    ) -> None:
         super().__init__()
         self._base = base
+        self._post = post
+        self._immediate = immediate
 
     @property
     def now(self) -> datetime:
         return self._base.now
 
-    @abstractmethod
     def _wrap(self, action: typing.ScheduledAction[_T]) -> typing.ScheduledAction[_T]:
-        """The action to hand to ``base`` in place of ``action``."""
+        post = self._post
+
+        def posted(_: abc.SchedulerBase, state: _T | None = None) -> None:
+            post(lambda: action(self, state))
+
+        return posted
 
     def schedule(
         self, action: typing.ScheduledAction[_T], state: _T | None = None
     ) -> abc.DisposableBase:
+        if self._immediate is not None:
+            return self._immediate.schedule(action, state)
         return self._base.schedule(self._wrap(action), state)
 
     def schedule_relative(
@@ -155,6 +100,8 @@ class _WrappingScheduler(PeriodicScheduler):
         action: typing.ScheduledAction[_T],
         state: _T | None = None,
     ) -> abc.DisposableBase:
+        if self._immediate is not None and self.to_seconds(duetime) <= 0:
+            return self._immediate.schedule(action, state)
         return self._base.schedule_relative(duetime, self._wrap(action), state)
 
     def schedule_absolute(
@@ -164,46 +111,6 @@ class _WrappingScheduler(PeriodicScheduler):
         state: _T | None = None,
     ) -> abc.DisposableBase:
         return self._base.schedule_absolute(duetime, self._wrap(action), state)
-
-
-class SerialScheduler(_WrappingScheduler):
-    """Wraps another scheduler so each action runs while holding ``lock``.
-
-    A ``sync`` bus consumer holds the same (re-entrant) lock around ``on_next``, so its timer
-    actions and its events never run at the same time.
-    """
-
-    def __init__(self, base: abc.SchedulerBase, lock: Any) -> None:
-        super().__init__(base)
-        self._lock = lock
-
-    def _wrap(self, action: typing.ScheduledAction[_T]) -> typing.ScheduledAction[_T]:
-        lock = self._lock
-
-        def locked(_: abc.SchedulerBase, state: _T | None = None) -> abc.DisposableBase | None:
-            with lock:
-                return action(self, state)
-
-        return locked
-
-
-class PostingScheduler(_WrappingScheduler):
-    """Wraps another scheduler so each due action is handed to ``post`` instead of run in place.
-
-    A ``thread`` bus consumer posts actions to its own worker, which runs them between events.
-    """
-
-    def __init__(self, base: abc.SchedulerBase, post: Callable[[Callable[[], Any]], None]) -> None:
-        super().__init__(base)
-        self._post = post
-
-    def _wrap(self, action: typing.ScheduledAction[_T]) -> typing.ScheduledAction[_T]:
-        post = self._post
-
-        def posted(_: abc.SchedulerBase, state: _T | None = None) -> None:
-            post(lambda: action(self, state))
-
-        return posted
 
 
 _default_lock = threading.Lock()

@@ -21,15 +21,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from rxbus.errors import InvalidTopicError
 
 __all__ = [
     "MAX_SEGMENTS",
     "MAX_TOPIC_LENGTH",
+    "PatternTrie",
     "compile_pattern",
     "default_type",
     "is_wildcard",
+    "known_topic_type",
     "matches",
     "validate_pattern",
     "validate_topic",
@@ -45,6 +48,10 @@ _TOPIC = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+){0,%d}" % (MAX_SEGMENTS 
 # a stream of unique topics cannot grow it without limit.
 _valid_topics: dict[str, str] = {}
 _VALID_CACHE_LIMIT = 65_536
+
+known_topic_type = _valid_topics.get
+"""The default type (last segment) of a topic already validated, else ``None``: one dict
+lookup, for the publish path."""
 
 
 def validate_topic(topic: object) -> str:
@@ -188,3 +195,120 @@ def _explain(value: str, *, allow_wildcards: bool) -> str:
         if _SEGMENT.fullmatch(segment) is None:
             return f"{kind} {value!r} has an invalid segment {segment!r}; expected {rule}"
     return f"{kind} {value!r} is invalid; expected {rule}"
+
+
+class _Node:
+    __slots__ = ("children", "double", "single", "values")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.single: _Node | None = None  # the "*" child
+        self.double: _Node | None = None  # the "**" child
+        self.values: list[Any] = []
+
+
+class PatternTrie:
+    """Subscribed patterns in a tree of segments, like the NATS server's sublist.
+
+    :meth:`match` finds the values of every pattern matching a topic by walking the topic's
+    segments down the tree, so its cost grows with the topic's depth and the wildcards on its
+    path, not with the number of patterns subscribed. A ``(node, position)`` pair is visited at
+    most once, so patterns with many ``**`` cannot make it exponential.
+
+        >>> trie = PatternTrie()
+        >>> trie.add("hook.*", "a"); trie.add("hook.**", "b"); trie.add("build.error", "c")
+        >>> sorted(trie.match("hook.tool")), trie.match("hook"), trie.match("cli.run")
+        (['a', 'b'], ['b'], [])
+    """
+
+    __slots__ = ("_root",)
+
+    def __init__(self) -> None:
+        self._root = _Node()
+
+    def add(self, pattern: str, value: Any) -> None:
+        """Subscribe ``value`` under ``pattern`` (validated)."""
+        node = self._root
+        for segment in _segments(pattern):
+            node = _child(node, segment)
+        node.values.append(value)
+
+    def remove(self, pattern: str, value: Any) -> None:
+        """Remove one ``value`` under ``pattern``, pruning nodes left empty."""
+        path = [self._root]
+        segments = _segments(pattern)
+        for segment in segments:
+            nxt = _step(path[-1], segment)
+            if nxt is None:
+                return
+            path.append(nxt)
+        values = path[-1].values
+        for i, v in enumerate(values):
+            if v is value:
+                del values[i]
+                break
+        for depth in range(len(segments), 0, -1):
+            node = path[depth]
+            if node.values or node.children or node.single or node.double:
+                break
+            parent, segment = path[depth - 1], segments[depth - 1]
+            if segment == "*":
+                parent.single = None
+            elif segment == "**":
+                parent.double = None
+            else:
+                del parent.children[segment]
+
+    def match(self, topic: str) -> list[Any]:
+        """The values of every pattern that matches ``topic``, each pattern's once."""
+        segments = topic.split(".")
+        n = len(segments)
+        found: list[Any] = []
+        seen: set[tuple[int, int]] = set()
+        stack = [(self._root, 0)]
+        while stack:
+            node, i = stack.pop()
+            key = (id(node), i)
+            if key in seen:
+                continue
+            seen.add(key)
+            double = node.double
+            if double is not None:  # "**" takes zero or more of the remaining segments
+                stack.extend((double, k) for k in range(i, n + 1))
+            if i == n:
+                found.extend(node.values)
+                continue
+            child = node.children.get(segments[i])
+            if child is not None:
+                stack.append((child, i + 1))
+            if node.single is not None:
+                stack.append((node.single, i + 1))
+        return found
+
+
+def _segments(pattern: str) -> list[str]:
+    compiled = _compiled(pattern)
+    return pattern.split(".") if compiled is None else list(compiled)
+
+
+def _child(node: _Node, segment: str) -> _Node:
+    if segment == "*":
+        if node.single is None:
+            node.single = _Node()
+        return node.single
+    if segment == "**":
+        if node.double is None:
+            node.double = _Node()
+        return node.double
+    child = node.children.get(segment)
+    if child is None:
+        child = node.children[segment] = _Node()
+    return child
+
+
+def _step(node: _Node, segment: str) -> _Node | None:
+    if segment == "*":
+        return node.single
+    if segment == "**":
+        return node.double
+    return node.children.get(segment)

@@ -836,3 +836,16 @@ def _draw_topology(
         + "</svg>"
     )
     return Topology(svg, width, height)
+
+
+def _register_reprs() -> None:
+    """Give events and buses their notebook pictures. The core never imports this module: it is
+    imported by ``rxbus`` when IPython is loaded, or by whoever uses the pictures."""
+    from rxbus.bus import EventBus
+    from rxbus.event import Event
+
+    Event._repr_html_ = event_html  # type: ignore[attr-defined]
+    EventBus._repr_html_ = bus_html  # type: ignore[attr-defined]
+
+
+_register_reprs()

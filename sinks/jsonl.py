@@ -536,20 +536,17 @@ def _from_line(d: Any) -> Event:
     ):
         timestamp = datetime.fromisoformat(stamp)
         if timestamp.utcoffset() is not None:
-            event = object.__new__(Event)
-            _set = object.__setattr__
-            _set(event, "id", event_id)
-            _set(event, "topic", validate_topic(d["topic"]))
-            _set(event, "type", type_)
-            _set(
-                event,
-                "timestamp",
+            event = Event._trusted(
+                validate_topic(d["topic"]),
+                type_,
+                data,
+                source,
+                metadata,
+                correlation,
+                None,
+                event_id,
                 timestamp if timestamp.tzinfo is UTC else timestamp.astimezone(UTC),
             )
-            _set(event, "source", source)
-            _set(event, "data", data)
-            _set(event, "metadata", metadata)
-            _set(event, "correlation_id", correlation)
             return event
     return Event.from_dict(d)
 

@@ -569,27 +569,17 @@ def _literal_prefix(pattern: str) -> str:
     return ".".join(literal)
 
 
-# The slots' own setters: building a stored event skips the frozen dataclass's __setattr__ and
-# its validation, both already done before the event was stored.
-_SET_ID = vars(Event)["id"].__set__
-_SET_TOPIC = vars(Event)["topic"].__set__
-_SET_TYPE = vars(Event)["type"].__set__
-_SET_TIMESTAMP = vars(Event)["timestamp"].__set__
-_SET_SOURCE = vars(Event)["source"].__set__
-_SET_DATA = vars(Event)["data"].__set__
-_SET_METADATA = vars(Event)["metadata"].__set__
-_SET_CORRELATION = vars(Event)["correlation_id"].__set__
-
-
 def _event(row: tuple[Any, ...]) -> Event:
     """An Event from a stored row, without re-validating what was validated before it was stored."""
-    event = object.__new__(Event)
-    _SET_ID(event, row[1])
-    _SET_TOPIC(event, row[2])
-    _SET_TYPE(event, row[3])
-    _SET_TIMESTAMP(event, _EPOCH + timedelta(microseconds=row[4]))
-    _SET_SOURCE(event, row[5])
-    _SET_DATA(event, orjson.loads(row[6]))
-    _SET_METADATA(event, {} if row[7] == "{}" else orjson.loads(row[7]))
-    _SET_CORRELATION(event, row[8])
+    event = Event._trusted(
+        row[2],
+        row[3],
+        orjson.loads(row[6]),
+        row[5],
+        {} if row[7] == "{}" else orjson.loads(row[7]),
+        row[8],
+        None,
+        row[1],
+        _EPOCH + timedelta(microseconds=row[4]),
+    )
     return event

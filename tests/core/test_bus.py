@@ -327,7 +327,7 @@ def test_per_topic_metrics_stay_bounded_under_unique_topics(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Topics beyond the limit share one '(other topics)' count; the total stays exact."""
-    import rxbus.bus as bus_module
+    import rxbus.bus._routing as bus_module
 
     monkeypatch.setattr(bus_module, "TOPIC_METRICS_LIMIT", 5)
     with EventBus() as bus:

@@ -173,7 +173,7 @@ def test_a_producer_blocked_on_a_full_queue_when_close_starts_gets_a_dead_letter
     bus.publish("a", {"i": 1})  # fills the queue
     blocked = threading.Thread(target=bus.publish, args=("a", {"i": 2}))
     blocked.start()
-    while c._blocked == 0:
+    while c.blocked == 0:
         time.sleep(0.001)
     threading.Timer(0.05, gate.set).start()
     c.dispose()

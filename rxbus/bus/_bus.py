@@ -1,20 +1,15 @@
-"""The :class:`EventBus`.
+"""The :class:`EventBus`: an Rx Observer that publishes, and a source of hot streams.
 
-Publishing resolves the event's topic to a tuple of consumers once, caches it, and calls each
-consumer's ``push``: a dict lookup and a loop, however many patterns are subscribed. Subscribing
-or disposing a consumer clears the cache under the same lock that fills it, so a cache entry is
-never computed from a stale subscription list.
-
-    >>> from rxbus import EventBus
-    >>> bus = EventBus()
-    >>> got = []
-    >>> _ = bus.subscribe(got.append, topic="build.*")
-    >>> _ = bus.publish("build.error", {"code": 2})
-    >>> _ = bus.publish("hook.tool")
-    >>> [e.topic for e in got], bus.metrics()["published"]
-    (['build.error'], 2)
-    >>> bus.close()
-    []
+>>> from rxbus import EventBus
+>>> bus = EventBus()
+>>> got = []
+>>> _ = bus.subscribe(got.append, topic="build.*")
+>>> _ = bus.publish("build.error", {"code": 2})
+>>> _ = bus.publish("hook.tool")
+>>> [e.topic for e in got], bus.metrics()["published"]
+(['build.error'], 2)
+>>> bus.close()
+[]
 """
 
 from __future__ import annotations
@@ -23,36 +18,41 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import orjson
-import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from rxbus.consumer import Consumer, Mode
+from rxbus._log import logger
+from rxbus.bus._lifecycle import (
+    cancel_then_stop,
+    exit_guard,
+    in_loop,
+    start_loop,
+    stop_when_done,
+)
+from rxbus.bus._replay import ReplayStore, Seam, past
+from rxbus.bus._routing import Route, Router
+from rxbus.bus._stream import BusStream
+from rxbus.consumer import (
+    MAX_PUBLISH_DEPTH,
+    Consumer,
+    Mode,
+    delivery_depth,
+    make_consumer,
+)
 from rxbus.deadletter import DeadLetter
-from rxbus.errors import BusClosedError, PayloadError
+from rxbus.errors import BusClosedError, PayloadError, PublishLoopError
 from rxbus.event import STRICT_JSON, Event, json_size
 from rxbus.metrics import Counter, LatencyRecorder, MetricsRegistry
 from rxbus.policies import Overflow
-from rxbus.topics import (
-    _valid_topics,
-    compile_pattern,
-    default_type,
-    validate_pattern,
-    validate_topic,
-)
+from rxbus.topics import compile_pattern, default_type, known_topic_type, validate_pattern
 
-__all__ = ["BusStream", "EventBus", "ReplayStore"]
+__all__ = ["EventBus"]
 
-_ROUTE_CACHE_LIMIT = 16_384
-TOPIC_METRICS_LIMIT = 10_000
-"""Topics counted one by one in ``metrics()["topics"]``; later new topics share one entry."""
-OTHER_TOPICS = "(other topics)"
-_topic_types_get = _valid_topics.get
 _trusted = Event._trusted
 _dumps = orjson.dumps
 _LATENCY_SAMPLE_MASK = 63  # time one publish in 64 per topic
@@ -61,105 +61,76 @@ _LATENCY_SAMPLE_MASK = 63  # time one publish in 64 per topic
 _SEAM_WINDOW = timedelta(seconds=60)
 
 
-@runtime_checkable
-class ReplayStore(Protocol):
-    """What :meth:`EventBus.replay` reads past events from (e.g. ``rxbus.sinks.SQLiteStore``).
+class _Host:
+    """The bus as its consumers see it (:class:`rxbus.consumer.ConsumerHost`)."""
 
-    ``query`` yields events oldest first. A store that writes asynchronously also has
-    ``flush(timeout)``, returning once everything handed to it is queryable.
-    """
+    __slots__ = ("_bus",)
 
-    def query(
-        self,
-        pattern: str = "**",
-        since: Any = None,
-        until: Any = None,
-        limit: int | None = None,
-    ) -> Iterable[Event]: ...
-
-
-class _Route:
-    """The consumers of one topic, resolved once, and the topic's publish counter."""
-
-    __slots__ = ("increment", "pushes")
-
-    def __init__(self, pushes: tuple[Callable[[Event], None], ...], counter: Counter) -> None:
-        self.pushes = pushes
-        self.increment = counter.increment
-
-
-class BusStream(Observable[Event]):
-    """A hot stream of the bus's events matching ``pattern``.
-
-    ``pipe`` keeps the operators and ``subscribe`` turns the whole chain into one bus consumer
-    (mode ``sync``), so an exception anywhere in the chain becomes a dead letter and the
-    subscriber keeps receiving later events, as for :meth:`EventBus.subscribe`.
-    """
-
-    def __init__(
-        self,
-        bus: EventBus,
-        pattern: str,
-        operators: tuple[Callable[[Observable[Any]], Observable[Any]], ...] = (),
-    ) -> None:
-        super().__init__()
+    def __init__(self, bus: EventBus) -> None:
         self._bus = bus
-        self._pattern = pattern
-        self._operators = operators
 
-    def pipe(self, *operators: Callable[[Any], Any]) -> Any:
-        return BusStream(self._bus, self._pattern, self._operators + tuple(operators))
+    @property
+    def name(self) -> str:
+        return self._bus.name
 
-    def subscribe(
-        self,
-        on_next: abc.ObserverBase[Any] | Callable[[Any], None] | None = None,
-        on_error: Callable[[Exception], None] | None = None,
-        on_completed: Callable[[], None] | None = None,
-        *,
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        if isinstance(on_next, abc.ObserverBase) or hasattr(on_next, "on_next"):
-            observer: Any = on_next
-        else:
-            observer = reactivex.Observer(on_next, on_error, on_completed)
-        return self._bus.subscribe(
-            observer, *self._operators, topic=self._pattern, mode="sync", scheduler=scheduler
-        )
+    @property
+    def registry(self) -> MetricsRegistry:
+        return self._bus._registry
 
-    def _subscribe_core(
-        self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
-    ) -> abc.DisposableBase:
-        return self.subscribe(observer, scheduler=scheduler)
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._bus.loop
+
+    def report(self, letter: DeadLetter) -> None:
+        self._bus._dead_letter(letter)
+
+    def detach(self, consumer: Consumer) -> None:
+        self._bus._router.remove(consumer)
+
+    def retire(self, consumer: Consumer) -> None:
+        self._bus._retire(consumer)
 
 
-class EventBus:
+class EventBus(abc.ObserverBase[Event]):
     """An in-process event bus: topics, isolated consumers, dead letters, metrics and replay.
+
+    The bus is an Rx Observer: ``observable.subscribe(bus)`` publishes what the observable
+    emits (``on_error`` becomes a dead letter, ``on_completed`` leaves the bus open: a bus
+    outlives its sources). :attr:`events` and :meth:`topic` are hot streams, and ``bus.pipe``
+    is ``bus.events.pipe``.
 
     Args:
         name: shown in metrics and logs.
         history: how many recent events the in-memory ring keeps (0 for none).
         max_event_bytes: largest serialised ``data`` + ``metadata`` accepted by ``publish``.
+        exit_timeout: seconds a bus still open at interpreter exit drains its queued consumers
+            before it reports on stderr what it could not deliver.
 
     Use as a context manager (``with`` or ``async with``) to close it on exit.
     """
 
     def __init__(
-        self, *, name: str = "rxbus", history: int = 1000, max_event_bytes: int = 1_048_576
+        self,
+        *,
+        name: str = "rxbus",
+        history: int = 1000,
+        max_event_bytes: int = 1_048_576,
+        exit_timeout: float = 3.0,
     ) -> None:
         if not isinstance(history, int) or history < 0:
             raise ValueError(f"history must be an int >= 0, got {history!r}")
         if not isinstance(max_event_bytes, int) or max_event_bytes < 1:
             raise ValueError(f"max_event_bytes must be an int >= 1, got {max_event_bytes!r}")
+        if not isinstance(exit_timeout, int | float) or exit_timeout < 0:
+            raise ValueError(f"exit_timeout must be a number >= 0, got {exit_timeout!r}")
         self.name = name
         self.max_event_bytes = max_event_bytes
+        self.exit_timeout = float(exit_timeout)
         self._closed = False
-        self._lock = threading.RLock()  # guards subscriptions and route resolution
-        self._consumers: tuple[Consumer, ...] = ()  # routed to
+        self._lock = threading.RLock()  # guards subscriptions, route resolution and close
+        self._router = Router(self._lock)
+        self._host = _Host(self)
         self._members: dict[str, Consumer] = {}  # not yet retired: in metrics, drained on close
-        self._matchers: dict[str, Callable[[str], bool]] = {}
-        self._routes: dict[str, _Route] = {}
-        self._version = 0  # bumped on every change of the subscriptions
-        self._topic_counters: dict[str, Counter] = {}
         self._ring: deque[Event] = deque(maxlen=history or 1)
         self._ring_append: Callable[[Event], None] = self._ring.append if history else _discard
         self._history = history
@@ -178,6 +149,7 @@ class EventBus:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             self._loop = None
+        exit_guard.watch(self)
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -194,7 +166,9 @@ class EventBus:
         """Publish an event and return it.
 
         Safe from any thread and from inside a running asyncio loop. Never raises because of a
-        consumer.
+        consumer. When it returns, every ``sync`` consumer it reached has handled the event, or
+        was busy in another thread and was handed it (that thread handles it before its own
+        ``publish`` returns); ``thread`` and ``async`` consumers have it queued.
 
         Args:
             topic: the topic, or a prebuilt :class:`Event` (then no other argument is allowed).
@@ -207,14 +181,16 @@ class EventBus:
             PayloadError: for a payload that is not JSON-serialisable or exceeds
                 ``max_event_bytes``.
             BusClosedError: after :meth:`close`.
+            PublishLoopError: from inside a consumer whose publishes went round busy
+                consumers more than ``MAX_PUBLISH_DEPTH`` times (a publish loop).
         """
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
         if topic.__class__ is str:
             # validation and the default type in one cached lookup for topics seen before
-            default = _topic_types_get(topic)
+            default = known_topic_type(topic)  # type: ignore[arg-type]
             if default is None:
-                default = default_type(topic)
+                default = default_type(topic)  # type: ignore[arg-type]
             size = 0
             if data is None:
                 data = {}
@@ -225,12 +201,12 @@ class EventBus:
                     except TypeError:
                         json_size("data", data)  # raises the PayloadError naming the value
             else:
-                data = self._check_dict("data", data)
+                data = _check_dict("data", data)
                 size = json_size("data", data) if data else 0
             if metadata is None:
                 metadata = {}
             else:
-                metadata = self._check_dict("metadata", metadata)
+                metadata = _check_dict("metadata", metadata)
                 if metadata:
                     size += json_size("metadata", metadata)
             if size > self.max_event_bytes:
@@ -245,25 +221,33 @@ class EventBus:
                 raise PayloadError(f"source must be a str, got {source!r:.80}")
             if correlation_id is not None and correlation_id.__class__ is not str:
                 raise PayloadError(f"correlation_id must be a str, got {correlation_id!r:.80}")
-            event = _trusted(topic, type, data, source, metadata, correlation_id, size)
+            event = _trusted(topic, type, data, source, metadata, correlation_id, size)  # type: ignore[arg-type]
         elif isinstance(topic, Event):
             event = topic
             if data is not None or type or source or metadata or correlation_id:
                 raise TypeError("publish(event) takes no other arguments; use event.evolve()")
-            if event._size > self.max_event_bytes:
-                self._too_large(event._size)
+            size = event.payload_size
+            if size > self.max_event_bytes:
+                self._too_large(size)
         else:
-            validate_topic(topic)  # raises InvalidTopicError naming the value
+            default_type(topic)  # type: ignore[arg-type] # raises InvalidTopicError naming it
             raise AssertionError("unreachable")  # pragma: no cover
+        if delivery_depth.value >= MAX_PUBLISH_DEPTH:
+            raise PublishLoopError(
+                f"publish to {event.topic!r} from a consumer went round busy consumers "
+                f"{MAX_PUBLISH_DEPTH} times: a consumer (or a ring of them) publishes to "
+                "itself without end"
+            )
         # The ring first: a replay that subscribes after this line finds the event in its ring
         # snapshot. The version read before the routes tells, after the pushes, whether a
         # consumer subscribed meanwhile: it then gets the event from this publisher, so a
         # subscription never misses an event that was in flight while it was made.
-        version = self._version
+        router = self._router
+        version = router.version
         self._ring_append(event)
-        route = self._routes.get(event.topic)
+        route = router.routes.get(event.topic)
         if route is None:
-            route = self._resolve(event.topic)
+            route = router.resolve(event.topic)
         if route.increment() & _LATENCY_SAMPLE_MASK:
             for push in route.pushes:
                 push(event)
@@ -272,25 +256,16 @@ class EventBus:
             for push in route.pushes:
                 push(event)
             self._latency.record(time.perf_counter_ns() - t0)
-        if self._version != version:
+        if router.version != version:
             self._push_late(event, route)
         return event
 
-    def _push_late(self, event: Event, used: _Route) -> None:
+    def _push_late(self, event: Event, used: Route) -> None:
         """Hand ``event`` to the consumers subscribed while it was being published."""
-        current = self._resolve(event.topic)
+        current = self._router.resolve(event.topic)
         for push in current.pushes:
             if push not in used.pushes:
                 push(event)
-
-    @staticmethod
-    def _check_dict(name: str, value: object) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise PayloadError(
-                f"{name} must be a dict of JSON values, got {value.__class__.__name__}: "
-                f"{value!r:.80}"
-            )
-        return value
 
     def _too_large(self, size: int) -> None:
         raise PayloadError(
@@ -298,23 +273,27 @@ class EventBus:
             f"{self.name!r} is {self.max_event_bytes}"
         )
 
-    def _resolve(self, topic: str) -> _Route:
-        with self._lock:
-            route = self._routes.get(topic)
-            if route is not None:
-                return route
-            counter = self._topic_counters.get(topic)
-            if counter is None:
-                if len(self._topic_counters) < TOPIC_METRICS_LIMIT:
-                    counter = self._topic_counters[topic] = Counter()
-                else:  # a stream of unique topics must not grow the metrics without bound
-                    counter = self._topic_counters.setdefault(OTHER_TOPICS, Counter())
-            pushes = tuple(c.push for c in self._consumers if self._matchers[c.pattern](topic))
-            route = _Route(pushes, counter)
-            if len(self._routes) >= _ROUTE_CACHE_LIMIT:
-                self._routes = {}
-            self._routes[topic] = route
-            return route
+    # -- the Observer side ---------------------------------------------------------------------
+
+    def on_next(self, value: Event) -> None:
+        """Publish ``value`` (an :class:`Event`): ``observable.subscribe(bus)`` feeds the bus."""
+        if not isinstance(value, Event):
+            raise TypeError(
+                f"bus {self.name!r} is an observer of rxbus.Event; got "
+                f"{type(value).__name__}: {value!r:.80} (map it to an Event first)"
+            )
+        self.publish(value)
+
+    def on_error(self, error: Exception) -> None:
+        """A source feeding the bus failed: a dead letter; the bus stays open."""
+        self._dead_letter(DeadLetter.capture(None, f"{self.name}:source", error))
+
+    def on_completed(self) -> None:
+        """A source feeding the bus completed: the bus stays open (it outlives its sources)."""
+
+    def pipe(self, *operators: Callable[[Any], Any]) -> Any:
+        """``bus.events.pipe(*operators)``."""
+        return self.events.pipe(*operators)
 
     # -- subscribing ---------------------------------------------------------------------------
 
@@ -331,6 +310,9 @@ class EventBus:
     ) -> Consumer:
         """Subscribe ``sink`` to events matching ``topic``, through ``operators``.
 
+        Any reactivex operator composes: the chain sees the events as it would see a
+        ``Subject`` fed the same events, and gives the same output.
+
         Args:
             sink: an observer, a plain callable, or an ``async def`` function (which runs in
                 mode ``"async"``).
@@ -338,11 +320,12 @@ class EventBus:
             topic: a topic pattern (``"hook.*"``, ``"build.**"``, ``"**"``).
             mode: ``"sync"`` (publisher's thread), ``"thread"`` (own worker thread) or
                 ``"async"`` (the bus's asyncio loop).
-            queue_size: bound of the queue of a ``thread`` or ``async`` consumer.
+            queue_size: bound of the queue of a ``thread`` or ``async`` consumer, and of the
+                events handed to a busy ``sync`` one.
             overflow: what a full queue does (:class:`rxbus.Overflow`).
             name: unique name; defaults to the sink's name.
-            scheduler: scheduler for time-based operators (default: one that keeps timers on the
-                consumer's thread or loop, serialised with its events).
+            scheduler: scheduler for time-based operators (default: one timer thread for the
+                process); its actions always run serialised with the consumer's events.
 
         Returns:
             The :class:`Consumer`; ``dispose()`` it to unsubscribe.
@@ -364,23 +347,20 @@ class EventBus:
             if self._closed:
                 raise BusClosedError(f"bus {self.name!r} is closed; subscribe refused")
             unique = self._unique_name(name or _sink_name(sink))
-            consumer = Consumer(
-                self,
+            consumer = make_consumer(
+                self._host,
                 sink,
                 operators,
-                pattern=topic,
                 mode=mode,
+                pattern=topic,
                 queue_size=queue_size,
                 overflow=overflow,
                 name=unique,
                 scheduler=scheduler,
             )
-            if topic not in self._matchers:
-                self._matchers[topic] = compile_pattern(topic)
-            self._consumers = (*self._consumers, consumer)
             self._members[unique] = consumer
-            self._routes = {}
-            self._version += 1  # after the routes: see publish
+            if not consumer.finished:
+                self._router.add(consumer)
         return consumer
 
     def _unique_name(self, base: str) -> str:
@@ -390,18 +370,10 @@ class EventBus:
             name = f"{base}#{n}"
         return name
 
-    def _detach(self, consumer: Consumer) -> None:
-        """Stop routing events to ``consumer`` (it stays in metrics until retired)."""
-        with self._lock:
-            if consumer in self._consumers:
-                self._consumers = tuple(c for c in self._consumers if c is not consumer)
-                self._routes = {}
-                self._version += 1
-
     def _retire(self, consumer: Consumer) -> None:
         """Fold a disposed consumer's counts into the bus totals and forget it."""
         with self._lock:
-            self._detach(consumer)
+            self._router.remove(consumer)
             if self._members.get(consumer.name) is consumer:
                 del self._members[consumer.name]
                 for key, value in consumer.stats.as_dict().items():
@@ -424,7 +396,7 @@ class EventBus:
     @property
     def consumers(self) -> tuple[Consumer, ...]:
         """The consumers currently subscribed."""
-        return self._consumers
+        return self._router.consumers
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -435,8 +407,6 @@ class EventBus:
             try:
                 observer.on_next(letter)
             except Exception:  # a dead-letter observer failing must not recurse
-                from rxbus._log import logger
-
                 logger.exception("rxbus: a dead-letter observer raised; ignored")
 
     @property
@@ -503,73 +473,46 @@ class EventBus:
         def subscribe(
             observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            return self._replay(observer, pattern, store, since, live)
+            if not live:
+                for event, _ in past(self.history(pattern), pattern, store, since, self._settle):
+                    observer.on_next(event)
+                observer.on_completed()
+                return Disposable()
+            seam = Seam(observer, self._dead_letter)
+            consumer = self.subscribe(seam, topic=pattern, name=f"replay:{pattern}")
+            seam.name = consumer.name
+            recent = datetime.now(UTC) - _SEAM_WINDOW
+            ring = self.history(pattern)
+            for event, in_ring in past(ring, pattern, store, since, self._settle):
+                seam.emit_past(event, remember=in_ring or event.timestamp >= recent)
+            seam.go_live()
+            return consumer
 
         return Observable(subscribe)
 
-    def _past(
-        self, pattern: str, store: ReplayStore | None, since: Any
-    ) -> Iterator[tuple[Event, bool]]:
-        """The past as ``(event, in_ring)``: the ring, or the store then the ring events the
-        store has not got yet.
-
-        A publisher appends to the ring before it looks up routes, so an event either reached
-        a live subscription made earlier or is in the ring snapshot taken after it. A store is
-        fed by a consumer, so an event in flight to it may be missing from the query: the ring
-        fills that gap. ``in_ring`` events are the ones a live twin can follow.
-        """
-        ring = _since(self.history(pattern), since)
-        if store is None:
-            for event in ring:
-                yield event, True
-            return
-        flush = getattr(store, "flush", None)
-        if callable(flush):
-            flush()
-        ring_ids = {e.id for e in ring}
-        from_store: set[str] = set()
-        for event in store.query(pattern, since=since):
-            in_ring = event.id in ring_ids
-            if in_ring:
-                from_store.add(event.id)
-            yield event, in_ring
-        for event in ring:
-            if event.id not in from_store:
-                yield event, True
-
-    def _replay(
-        self,
-        observer: abc.ObserverBase[Event],
-        pattern: str,
-        store: ReplayStore | None,
-        since: Any,
-        live: bool,
-    ) -> abc.DisposableBase:
-        if not live:
-            for event, _ in self._past(pattern, store, since):
-                observer.on_next(event)
-            observer.on_completed()
-            return Disposable()
-        seam = _Seam(observer, self._dead_letter)
-        consumer = self.subscribe(seam, topic=pattern, name=f"replay:{pattern}")
-        seam.name = consumer.name
-        recent = datetime.now(UTC) - _SEAM_WINDOW
-        for event, in_ring in self._past(pattern, store, since):
-            seam.emit_past(event, remember=in_ring or event.timestamp >= recent)
-        seam.go_live()
-        return consumer
+    def _settle(self, store: ReplayStore, timeout: float = 10.0) -> None:
+        """Wait until the consumers whose sink is ``store`` have handled every event they had
+        received when the replay's live part started (a busy ``sync`` consumer, or a queued one,
+        may still hold some that are neither in the store nor, past ``history``, in the ring)."""
+        deadline = time.monotonic() + timeout
+        for c in list(self._members.values()):
+            if c.sink is not store or c.runs_here():
+                continue
+            target = c.received
+            while c.processed < target and not c.done and time.monotonic() < deadline:
+                time.sleep(0.0005)
 
     # -- metrics -------------------------------------------------------------------------------
 
     def metrics(self) -> dict[str, Any]:
         """Counts and latencies, JSON-serialisable.
 
-        Keys: ``name``, ``published``, ``delivered``, ``failed``, ``dropped``, ``dead_lettered``,
-        ``topics`` (per topic ``published``), ``consumers`` (per consumer stats, plus the sink's
-        own ``stats`` under ``sink``), ``publish_latency_ns`` (sampled percentiles),
-        ``measurements`` (from ``rxbus.operators.measure``), ``uptime_s``.
+        Keys: ``name``, ``published``, ``delivered``, ``failed``, ``dropped``, ``queued``,
+        ``dead_lettered``, ``topics`` (per topic ``published``), ``consumers`` (per consumer
+        stats, plus the sink's own ``stats`` under ``sink``), ``publish_latency_ns`` (sampled
+        percentiles), ``measurements`` (from ``rxbus.operators.measure``), ``uptime_s``.
         """
-        topics = {t: {"published": c.value} for t, c in sorted(self._topic_counters.items())}
+        topics = {t: {"published": n} for t, n in self._router.counts().items()}
         consumers: dict[str, Any] = {}
         totals = dict(self._retired)
         for c in list(self._members.values()):
@@ -580,7 +523,7 @@ class EventBus:
                 "topic": c.pattern,
                 "mode": c.mode,
                 **stats,
-                "queue_size": c.queue_size if c.mode != "sync" else None,
+                "queue_size": c.queue_size,
                 "overflow": c.overflow.value,
             }
             sink_stats = getattr(c.sink, "stats", None)
@@ -615,16 +558,7 @@ class EventBus:
             return self._loop
         with self._lock:
             if self._loop is None:
-                loop = asyncio.new_event_loop()
-                started = threading.Event()
-                thread = threading.Thread(
-                    target=_run_loop,
-                    args=(loop, started),
-                    name=f"rxbus-loop-{self.name}",
-                    daemon=True,
-                )
-                thread.start()
-                started.wait()
+                loop, thread = start_loop(f"rxbus-loop-{self.name}")
                 self._owned_loop, self._loop_thread, self._loop = loop, thread, loop
         return self._loop
 
@@ -659,7 +593,7 @@ class EventBus:
                 if (
                     self._loop is not None
                     and self._owned_loop is None
-                    and _in_loop(self._loop)
+                    and in_loop(self._loop)
                     and any(c.mode == "async" for c in consumers)
                 ):
                     raise RuntimeError(
@@ -670,16 +604,17 @@ class EventBus:
         if wait:
             self._close_done.wait(timeout)
             return []
+        exit_guard.forget(self)
         deadline = time.monotonic() + timeout
         for c in consumers:
-            c._begin_close()
+            c.begin_close()
         undelivered: list[DeadLetter] = []
         for c in consumers:
-            if c._runs_here():
+            if c.runs_here():
                 continue  # it drains once this call returns to its loop or worker
-            if not c._wait_closed(max(0.0, deadline - time.monotonic())):
+            if not c.wait_closed(max(0.0, deadline - time.monotonic())):
                 undelivered.extend(
-                    c._abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
+                    c.abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
                 )
         self._finish_close(consumers, deadline)
         return undelivered
@@ -695,19 +630,22 @@ class EventBus:
             while not self._close_done.is_set() and time.monotonic() < deadline:
                 await asyncio.sleep(0.001)
             return []
+        exit_guard.forget(self)
         deadline = time.monotonic() + timeout
         for c in consumers:
-            c._begin_close()
+            c.begin_close()
         undelivered: list[DeadLetter] = []
         me = asyncio.current_task()
         for c in consumers:
-            if (c._runs_here() and c.mode != "async") or (me is not None and c._task is me):
+            if (c.runs_here() and c.mode != "async") or (
+                me is not None and getattr(c, "task", None) is me
+            ):
                 continue  # called from this consumer's own sink: it finishes after we return
-            while not c._done.is_set() and time.monotonic() < deadline:
+            while not c.wait_closed(0) and time.monotonic() < deadline:
                 await asyncio.sleep(0.001)
-            if not c._done.is_set():
+            if not c.wait_closed(0):
                 undelivered.extend(
-                    c._abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
+                    c.abandon(TimeoutError(f"not delivered within close timeout {timeout}s"))
                 )
         self._finish_close(consumers, deadline)
         return undelivered
@@ -723,14 +661,18 @@ class EventBus:
         if loop is not None and thread is not None:
             if thread is threading.current_thread():
                 # on the owned loop itself: stop it once its consumers have drained
-                pending = [c for c in consumers if c.mode == "async" and not c._done.is_set()]
-                self._stopping = loop.create_task(_stop_when_done(loop, pending, deadline))
+                pending = [c for c in consumers if c.mode == "async" and not c.done]
+                self._stopping = loop.create_task(stop_when_done(loop, pending, deadline))
             else:
                 # drain tasks close() gave up on are cancelled and let finish before the loop
                 # stops, rather than left pending forever
-                tasks = [c._task for c in consumers if c._task is not None and not c._done.is_set()]
+                tasks = [
+                    task
+                    for c in consumers
+                    if (task := getattr(c, "task", None)) is not None and not c.done
+                ]
                 if tasks:
-                    asyncio.run_coroutine_threadsafe(_cancel_then_stop(loop, tasks), loop)
+                    asyncio.run_coroutine_threadsafe(cancel_then_stop(loop, tasks), loop)
                 else:
                     loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=5)
@@ -748,128 +690,21 @@ class EventBus:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _repr_html_(self) -> str:
-        from rxbus.viz import bus_html
-
-        return bus_html(self)
-
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<EventBus {self.name!r} {state} consumers={len(self._consumers)}>"
+        return f"<EventBus {self.name!r} {state} consumers={len(self._router.consumers)}>"
 
 
-class _Seam:
-    """Joins a replay's past and live parts.
-
-    Live events are buffered until the past is out. An event published around the moment the
-    live subscription started can be in both parts; it is emitted once: a past event already
-    buffered is skipped, and a buffered event already emitted as past is skipped at the drain.
-    """
-
-    def __init__(
-        self, observer: abc.ObserverBase[Event], report: Callable[[DeadLetter], None]
-    ) -> None:
-        self._observer = observer
-        self._report = report
-        self._lock = threading.Lock()
-        self._buffer: list[Event] | None = []
-        self._buffered: set[str] = set()
-        self._emitted: set[str] = set()
-        self.name = "replay"
-
-    def on_next(self, event: Event) -> None:
-        with self._lock:
-            if self._buffer is not None:
-                self._buffer.append(event)
-                self._buffered.add(event.id)
-                return
-            # a publisher that appended to the ring before the snapshot can reach the live
-            # path only now, after the drain: its event went out as past already
-            if self._emitted and event.id in self._emitted:
-                self._emitted.discard(event.id)
-                return
-        self.emit(event)
-
-    def on_error(self, error: Exception) -> None:
-        self._observer.on_error(error)
-
-    def on_completed(self) -> None:
-        self.go_live()
-        self._observer.on_completed()
-
-    def emit_past(self, event: Event, *, remember: bool) -> None:
-        with self._lock:
-            if event.id in self._buffered:
-                return
-            if remember:
-                self._emitted.add(event.id)
-        self.emit(event)
-
-    def emit(self, event: Event) -> None:
-        """Deliver outside the live consumer's own isolation, with the same guarantee."""
-        try:
-            self._observer.on_next(event)
-        except Exception as err:
-            self._report(DeadLetter.capture(event, self.name, err))
-
-    def go_live(self) -> None:
-        while True:
-            with self._lock:
-                pending = self._buffer
-                if not pending:
-                    self._buffer = None
-                    self._buffered.clear()
-                    return
-                self._buffer = []
-                emitted = self._emitted
-            for event in pending:
-                if event.id not in emitted:
-                    self.emit(event)
-
-
-def _since(events: list[Event], since: Any) -> list[Event]:
-    if since is None:
-        return events
-    if isinstance(since, str):
-        return [e for e in events if e.id >= since]
-    return [e for e in events if e.timestamp >= since]
+def _check_dict(name: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PayloadError(
+            f"{name} must be a dict of JSON values, got {value.__class__.__name__}: {value!r:.80}"
+        )
+    return value
 
 
 def _discard(_: Event) -> None:
     return None
-
-
-def _run_loop(loop: asyncio.AbstractEventLoop, started: threading.Event) -> None:
-    asyncio.set_event_loop(loop)
-    loop.call_soon(started.set)
-    try:
-        loop.run_forever()
-    finally:
-        loop.close()
-
-
-async def _cancel_then_stop(
-    loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[None]]
-) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.wait(tasks, timeout=1)
-    loop.stop()
-
-
-async def _stop_when_done(
-    loop: asyncio.AbstractEventLoop, consumers: list[Consumer], deadline: float
-) -> None:
-    while any(not c._done.is_set() for c in consumers) and time.monotonic() < deadline:
-        await asyncio.sleep(0.001)
-    loop.stop()
-
-
-def _in_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 def _sink_name(sink: Any) -> str:

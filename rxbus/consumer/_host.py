@@ -1,0 +1,53 @@
+"""What a consumer needs from the bus it belongs to: a narrow protocol, so the consumer package
+never imports the bus (the bus imports the consumers)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import TYPE_CHECKING, Protocol
+
+from rxbus.deadletter import DeadLetter
+from rxbus.metrics import MetricsRegistry
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus.consumer._consumer import Consumer
+
+__all__ = ["MAX_PUBLISH_DEPTH", "ConsumerHost", "delivery_depth"]
+
+
+class ConsumerHost(Protocol):
+    """The bus as its consumers see it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def registry(self) -> MetricsRegistry: ...
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    def report(self, letter: DeadLetter) -> None:
+        """Count and publish a dead letter."""
+
+    def detach(self, consumer: Consumer) -> None:
+        """Stop routing events to ``consumer`` (it stays in metrics)."""
+
+    def retire(self, consumer: Consumer) -> None:
+        """Fold a disposed consumer's counts into the bus totals and forget it."""
+
+
+class _Depth(threading.local):
+    """How many times the event being handled on this thread went round a busy consumer."""
+
+    value = 0
+
+
+delivery_depth = _Depth()
+"""Per thread: a sync consumer handing its queued events over sets ``value`` to how many busy
+consumers the event went through. ``publish`` refuses past :data:`MAX_PUBLISH_DEPTH`, so a
+consumer that publishes to itself (or a ring of them) without end fails with a dead letter
+instead of holding its publisher for ever."""
+
+MAX_PUBLISH_DEPTH = 100

@@ -1,0 +1,173 @@
+"""Mode ``sync``: the chain runs in a publisher's thread, serialised without holding a lock.
+
+This is the emitter loop of RxJava's ``SerializedObserver``: the first thread to reach an idle
+consumer becomes its emitter and delivers; a thread that finds it busy hands the event over
+(queued) and returns at once; the emitter delivers what was handed to it before it leaves. No
+lock is held while user code runs, so two sync consumers that publish to each other from two
+threads cannot deadlock, and ``on_next`` is still never called concurrently. Each producer's
+events keep their order: a producer's later event is queued behind its earlier one, or
+delivered by the producer itself after it.
+
+What ``publish`` guarantees: when it returns, every sync consumer it reached has either handled
+the event or been handed it by this thread, in which case the thread inside that consumer
+handles it before its own ``publish`` returns.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rxbus.consumer._consumer import Call, Consumer, Mode
+from rxbus.consumer._host import delivery_depth
+from rxbus.consumer._queue import OVERFLOWED
+from rxbus.deadletter import DeadLetter
+from rxbus.errors import BufferOverflowError, BusClosedError
+
+__all__ = ["SyncConsumer"]
+
+_get_ident = threading.get_ident
+
+
+class SyncConsumer(Consumer):
+    """A consumer delivered in the publisher's thread (see the module docstring)."""
+
+    mode: Mode = "sync"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._emitting = False
+        self._owner = 0  # thread id of the emitter
+        self._ending: tuple[str, Exception | None] | None = None
+        self._ended = False
+        super().__init__(*args, **kwargs)
+        if self._async_sink:  # pragma: no cover - the bus gives async sinks mode "async"
+            raise ValueError(f"sink {self.name!r} is an async def function: use mode='async'")
+
+    def push(self, event: Any) -> None:
+        lock = self._lock
+        lock.acquire()
+        if not self._accepting:
+            self.received += 1
+            self.dropped += 1
+            lock.release()
+            self._refused(event)
+            return
+        self.received += 1
+        if self._emitting:
+            outcome, dropped = self._queue.put((event, delivery_depth.value + 1), False)
+            self.dropped += dropped
+            if outcome == OVERFLOWED:
+                self._accepting = False
+            lock.release()
+            if outcome == OVERFLOWED:
+                self._overflowed(event)
+            return
+        self._emitting = True
+        self._owner = _get_ident()
+        lock.release()
+        try:
+            self._deliver(event)
+            self._drain()
+        except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains the rest
+            with lock:
+                self._emitting = False
+            raise
+
+    def _post_call(self, fn: Callable[[], Any]) -> None:
+        call = Call(fn)
+        lock = self._lock
+        lock.acquire()
+        if self._emitting:
+            self._queue.calls.append((call, delivery_depth.value))
+            lock.release()
+            return
+        self._emitting = True
+        self._owner = _get_ident()
+        lock.release()
+        try:
+            self._run_call(call)
+            self._drain()
+        except BaseException:  # pragma: no cover - as in push
+            with lock:
+                self._emitting = False
+            raise
+
+    def _drain(self) -> None:
+        """Deliver what other threads handed over while this one was inside, then leave."""
+        lock = self._lock
+        take = self._queue.take
+        depth = delivery_depth
+        while True:
+            lock.acquire()
+            item, control = take()
+            if item is None:
+                ending = self._ending
+                if ending is None or self._ended:
+                    self._emitting = False
+                    lock.release()
+                    return
+                self._ended = True
+                lock.release()
+                self._run_ending(ending)
+                continue
+            lock.release()
+            value, hops = item
+            saved = depth.value
+            depth.value = hops
+            try:
+                if control:
+                    self._run_call(value)
+                else:
+                    self._deliver(value)
+            finally:
+                depth.value = saved
+
+    def _run_ending(self, ending: tuple[str, Exception | None]) -> None:
+        kind, err = ending
+        if kind == "complete":
+            self._complete_chain()
+        elif kind == "error":
+            assert err is not None
+            self._finished = True
+            self._error_sink(err)
+        self._done.set()
+
+    def _end(self, ending: tuple[str, Exception | None]) -> None:
+        """Run ``ending`` after everything queued: now, or by the emitter when it is done."""
+        lock = self._lock
+        with lock:
+            if self._ending is None:
+                self._ending = ending
+            if self._emitting:
+                return
+            self._emitting = True
+            self._owner = _get_ident()
+        self._drain()
+
+    def _overflowed(self, event: Any) -> None:
+        err = BufferOverflowError(
+            f"consumer {self.name!r}: {self.queue_size} events waiting for a busy sync consumer "
+            f"and overflow=Overflow.ERROR; the consumer ends"
+        )
+        self._report(DeadLetter.capture(event, self.name, err))
+        self.host.detach(self)
+        self._end(("error", err))
+
+    def _events(self, items: list[Any]) -> list[Any]:
+        return [value for value, _ in items]
+
+    def begin_close(self) -> None:
+        with self._lock:
+            self._accepting = False
+        self._end(("complete", None))
+
+    def runs_here(self) -> bool:
+        return self._emitting and self._owner == _get_ident()
+
+    def _stop(self) -> None:
+        self._abandon(BusClosedError(f"consumer {self.name!r} was disposed"))
+        self._finished = True
+        with self._lock:
+            self._ended = True
+        self._done.set()

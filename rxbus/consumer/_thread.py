@@ -1,0 +1,165 @@
+"""Mode ``thread``: a bounded queue drained by the consumer's own worker thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from rxbus.consumer._consumer import Call, Consumer, Mode
+from rxbus.consumer._queue import OVERFLOWED, REFUSED
+from rxbus.deadletter import DeadLetter
+from rxbus.errors import BufferOverflowError, BusClosedError
+
+__all__ = ["QueuedConsumer", "ThreadConsumer"]
+
+
+class QueuedConsumer(Consumer):
+    """What the ``thread`` and ``async`` modes share: a bounded queue between the publisher and
+    the place the chain runs, and an ending delivered after everything queued."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._ending: tuple[str, Exception | None] | None = None
+        self._waiting = False  # the drainer sleeps until woken
+        super().__init__(*args, **kwargs)
+        self._cond = threading.Condition(self._lock)
+
+    def push(self, event: Any) -> None:
+        lock = self._lock
+        lock.acquire()
+        try:
+            self.received += 1
+            if not self._accepting:
+                self.dropped += 1
+                outcome = REFUSED
+            else:
+                outcome, dropped = self._queue.put(event, not self.runs_here())
+                self.dropped += dropped
+                if outcome == OVERFLOWED:
+                    self._accepting = False
+            wake = self._waiting
+            self._waiting = False
+            if wake:
+                self._notify()
+        finally:
+            lock.release()
+        if outcome == REFUSED:
+            self._refused(event)
+        elif outcome == OVERFLOWED:
+            err = BufferOverflowError(
+                f"consumer {self.name!r}: queue full ({self.queue_size} events) and "
+                f"overflow=Overflow.ERROR; the consumer ends"
+            )
+            self._report(DeadLetter.capture(event, self.name, err))
+            self.host.detach(self)
+            self._end(("error", err))
+        elif wake:
+            self._wake_outside()
+
+    def _post_call(self, fn: Callable[[], Any]) -> None:
+        self._post_control(Call(fn))
+
+    def _post_control(self, item: Any) -> None:
+        with self._lock:
+            self._queue.calls.append(item)
+            wake = self._waiting
+            self._waiting = False
+            if wake:
+                self._notify()
+        if wake:
+            self._wake_outside()
+
+    def _end(self, ending: tuple[str, Exception | None]) -> None:
+        """Complete, error or stop once the queue has drained."""
+        with self._lock:
+            if self._ending is None:
+                self._ending = ending
+            wake = self._waiting
+            self._waiting = False
+            if wake:
+                self._notify()
+        if wake:
+            self._wake_outside()
+
+    def _next(self) -> tuple[Any, bool]:
+        """The next call, event or ending (with the lock held); ``(None, False)`` if none."""
+        item, control = self._queue.take()
+        if item is None and self._ending is not None:
+            return self._ending, True
+        return item, control
+
+    def _notify(self) -> None:
+        """Wake the drainer (lock held)."""
+
+    def _wake_outside(self) -> None:
+        """Wake the drainer (lock not held)."""
+
+    def _handle_control(self, item: Any) -> bool:
+        """Run a call or the ending; True once the consumer is finished."""
+        if item.__class__ is Call:
+            self._run_call(item)
+            return False
+        kind, arg = item
+        if kind == "complete":
+            self._complete_chain()
+        elif kind == "error":
+            self._finished = True
+            self._error_sink(arg)
+        return True  # "stop" (disposal) ends without completing the sink
+
+    def begin_close(self) -> None:
+        with self._lock:
+            self._accepting = False
+        self._queue.close()
+        self._end(("complete", None))
+
+    def _stop(self) -> None:
+        self._abandon(BusClosedError(f"consumer {self.name!r} was disposed"))
+        self._finished = True
+        with self._lock:
+            self._ending = ("stop", None)
+            wake = self._waiting
+            self._waiting = False
+            if wake:
+                self._notify()
+        if wake:
+            self._wake_outside()
+
+
+class ThreadConsumer(QueuedConsumer):
+    """A consumer whose chain runs on its own worker thread."""
+
+    mode: Mode = "thread"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._worker: threading.Thread | None = None
+        super().__init__(*args, **kwargs)
+        if self._async_sink:
+            raise ValueError(
+                f"sink {self.name!r} is an async def function: use mode='async' (or the "
+                "default), not mode='thread'"
+            )
+        self._worker = threading.Thread(target=self._run, name=f"rxbus-{self.name}", daemon=True)
+        self._worker.start()
+
+    def runs_here(self) -> bool:
+        return threading.current_thread() is self._worker
+
+    def _notify(self) -> None:
+        self._cond.notify()
+
+    def _run(self) -> None:
+        cond = self._cond
+        while True:
+            with cond:
+                item, control = self._next()
+                while item is None:
+                    self._waiting = True
+                    cond.wait()
+                    item, control = self._next()
+            if control:
+                if self._handle_control(item):
+                    self._done.set()
+                    return
+                continue
+            self._deliver(item)
