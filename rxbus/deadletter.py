@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from time import time
 from typing import Any
 
 __all__ = ["DeadLetter"]
@@ -21,13 +22,12 @@ class DeadLetter:
         timestamp: when it was dead-lettered (UTC).
     """
 
-    __slots__ = ("_traceback", "attempts", "consumer", "error", "event", "timestamp")
+    __slots__ = ("_at", "_timestamp", "_traceback", "attempts", "consumer", "error", "event")
 
     event: Any
     consumer: str
     error: BaseException
     attempts: int
-    timestamp: datetime
 
     def __init__(
         self,
@@ -38,13 +38,14 @@ class DeadLetter:
         attempts: int = 1,
         timestamp: datetime | None = None,
     ) -> None:
-        setter = object.__setattr__
-        setter(self, "event", event)
-        setter(self, "consumer", consumer)
-        setter(self, "error", error)
-        setter(self, "_traceback", traceback)
-        setter(self, "attempts", attempts)
-        setter(self, "timestamp", datetime.now(UTC) if timestamp is None else timestamp)
+        _set_event(self, event)
+        _set_consumer(self, consumer)
+        _set_error(self, error)
+        _set_traceback(self, traceback)
+        _set_attempts(self, attempts)
+        # the clock as a float: a failing consumer should not pay for a datetime it may never show
+        _set_at(self, time() if timestamp is None else timestamp.timestamp())
+        _set_timestamp(self, timestamp)
 
     @classmethod
     def capture(
@@ -54,6 +55,15 @@ class DeadLetter:
         return cls(event, consumer, error, None, attempts)
 
     @property
+    def timestamp(self) -> datetime:
+        """When it was dead-lettered (UTC)."""
+        ts = self._timestamp
+        if ts is None:
+            ts = datetime.fromtimestamp(self._at, UTC)
+            _set_timestamp(self, ts)
+        return ts
+
+    @property
     def traceback(self) -> str:
         tb = self._traceback
         if tb is None:
@@ -61,7 +71,7 @@ class DeadLetter:
 
             error = self.error
             tb = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            object.__setattr__(self, "_traceback", tb)
+            _set_traceback(self, tb)
         return tb
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -103,3 +113,12 @@ class DeadLetter:
             "attempts": self.attempts,
             "timestamp": self.timestamp.isoformat(),
         }
+
+
+_set_event = DeadLetter.event.__set__  # type: ignore[attr-defined]
+_set_consumer = DeadLetter.consumer.__set__  # type: ignore[attr-defined]
+_set_error = DeadLetter.error.__set__  # type: ignore[attr-defined]
+_set_traceback = DeadLetter._traceback.__set__  # type: ignore[attr-defined]
+_set_attempts = DeadLetter.attempts.__set__  # type: ignore[attr-defined]
+_set_at = DeadLetter._at.__set__  # type: ignore[attr-defined]
+_set_timestamp = DeadLetter._timestamp.__set__  # type: ignore[attr-defined]

@@ -261,11 +261,13 @@ class EventBus(abc.ObserverBase[Event]):
         return event
 
     def _push_late(self, event: Event, used: Route) -> None:
-        """Hand ``event`` to the consumers subscribed while it was being published."""
-        current = self._router.resolve(event.topic)
-        for push in current.pushes:
-            if push not in used.pushes:
-                push(event)
+        """Hand ``event`` to the consumers another thread subscribed while it was being
+        published. One this thread subscribed meanwhile (from a consumer handling this very
+        event, say) does not get it: a Subject's new observer would not either."""
+        me = threading.get_ident()
+        for consumer in self._router.resolve(event.topic).consumers:
+            if consumer.subscriber_thread != me and consumer not in used.consumers:
+                consumer.push(event)
 
     def _too_large(self, size: int) -> None:
         raise PayloadError(
@@ -383,7 +385,7 @@ class EventBus(abc.ObserverBase[Event]):
     @property
     def events(self) -> Observable[Event]:
         """A hot stream of every event."""
-        return BusStream(self, "**")
+        return BusStream(self, "**", self._dead_letter)
 
     def topic(self, pattern: str) -> Observable[Event]:
         """A hot stream of the events whose topic matches ``pattern``.
@@ -391,7 +393,7 @@ class EventBus(abc.ObserverBase[Event]):
         Raises:
             InvalidTopicError: for a malformed pattern.
         """
-        return BusStream(self, validate_pattern(pattern))
+        return BusStream(self, validate_pattern(pattern), self._dead_letter)
 
     @property
     def consumers(self) -> tuple[Consumer, ...]:

@@ -29,10 +29,11 @@ OTHER_TOPICS = "(other topics)"
 class Route:
     """The consumers of one topic, resolved once, and the topic's publish counter."""
 
-    __slots__ = ("increment", "pushes")
+    __slots__ = ("consumers", "increment", "pushes")
 
-    def __init__(self, pushes: tuple[Callable[[Any], None], ...], counter: Counter) -> None:
-        self.pushes = pushes
+    def __init__(self, consumers: tuple[Consumer, ...], counter: Counter) -> None:
+        self.consumers = consumers
+        self.pushes: tuple[Callable[[Any], None], ...] = tuple(c.push for c in consumers)
         self.increment = counter.increment
 
 
@@ -56,6 +57,7 @@ class Router:
         with self.lock:
             self._seq += 1
             consumer.seq = self._seq
+            consumer.subscriber_thread = threading.get_ident()
             self._trie.add(consumer.pattern, consumer)
             self.consumers = (*self.consumers, consumer)
             self.routes = {}
@@ -82,7 +84,7 @@ class Router:
                 else:  # a stream of unique topics must not grow the metrics without bound
                     counter = self._counters.setdefault(OTHER_TOPICS, Counter())
             matched = sorted(self._trie.match(topic), key=_by_seq)
-            route = Route(tuple(c.push for c in matched), counter)
+            route = Route(tuple(matched), counter)
             if len(self.routes) >= ROUTE_CACHE_LIMIT:
                 self.routes = {}
             self.routes[topic] = route

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import reactivex
 from reactivex import Observable, abc
+from reactivex.disposable import Disposable
 
+from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,49 +22,110 @@ __all__ = ["BusStream"]
 class BusStream(Observable[Event]):
     """A hot stream of the bus's events matching ``pattern``: a ``Subject`` filtered by topic.
 
-    ``pipe`` keeps the operators, and ``subscribe`` turns the whole chain into one bus consumer
-    (mode ``sync``), so an exception anywhere in the chain becomes a dead letter and the
-    subscriber keeps receiving later events, as for :meth:`EventBus.subscribe`. A ``pipe`` whose
-    result is not a plain ``Observable`` (``publish()`` gives a ``ConnectableObservable``,
-    ``to_future()`` a future) returns that result, built on this stream.
+    Each subscription is a bus consumer (mode ``sync``). ``pipe`` applies the operators once,
+    as over a Subject (so ``share()`` shares, ``publish()`` gives a ``ConnectableObservable``
+    and ``to_future()`` a future), and guards each subscriber of the result: an exception in
+    its chain becomes a dead letter and the chain is subscribed again, so the subscriber keeps
+    receiving later events.
     """
 
-    def __init__(
-        self,
-        bus: EventBus,
-        pattern: str,
-        operators: tuple[Callable[[Observable[Any]], Any], ...] = (),
-    ) -> None:
+    def __init__(self, bus: EventBus, pattern: str, report: Callable[[DeadLetter], None]) -> None:
         super().__init__()
         self._bus = bus
         self._pattern = pattern
-        self._operators = operators
-
-    def pipe(self, *operators: Callable[[Any], Any]) -> Any:  # type: ignore[override]
-        if not operators:
-            return self
-        built = functools.reduce(lambda source, op: op(source), operators, self)
-        if type(built) is not Observable:
-            return built
-        return BusStream(self._bus, self._pattern, self._operators + tuple(operators))
-
-    def subscribe(  # type: ignore[override]
-        self,
-        on_next: abc.ObserverBase[Any] | Callable[[Any], None] | None = None,
-        on_error: Callable[[Exception], None] | None = None,
-        on_completed: Callable[[], None] | None = None,
-        *,
-        scheduler: abc.SchedulerBase | None = None,
-    ) -> abc.DisposableBase:
-        if isinstance(on_next, abc.ObserverBase) or hasattr(on_next, "on_next"):
-            observer: Any = on_next
-        else:
-            observer = reactivex.Observer(on_next, on_error, on_completed)
-        return self._bus.subscribe(
-            observer, *self._operators, topic=self._pattern, mode="sync", scheduler=scheduler
-        )
+        self._report = report
 
     def _subscribe_core(
         self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        return self.subscribe(observer, scheduler=scheduler)
+        return self._bus.subscribe(observer, topic=self._pattern, mode="sync", scheduler=scheduler)
+
+    def pipe(self, *operators: Callable[[Any], Any]) -> Any:  # type: ignore[override]
+        built = functools.reduce(lambda source, op: op(source), operators, self)
+        if type(built) is Observable:
+            return _Guarded(built, self._bus, self._report)
+        return built  # a ConnectableObservable, a future, or a BusStream (no operators)
+
+
+class _Guarded(Observable[Any]):
+    """A piped bus stream: subscribers that fail are dead-lettered and resubscribed."""
+
+    def __init__(
+        self, chain: Observable[Any], bus: EventBus, report: Callable[[DeadLetter], None]
+    ) -> None:
+        super().__init__()
+        self._chain = chain
+        self._bus = bus
+        self._report = report
+
+    def _subscribe_core(
+        self, observer: abc.ObserverBase[Any], scheduler: abc.SchedulerBase | None = None
+    ) -> abc.DisposableBase:
+        guard = _Guard(self._chain, observer, self._bus, self._report, scheduler)
+        guard.start()
+        return Disposable(guard.dispose)
+
+
+class _Guard(abc.ObserverBase[Any]):
+    """Passes a chain's notifications to one subscriber; a failure is a dead letter, never the
+    end of the subscription."""
+
+    def __init__(
+        self,
+        chain: Observable[Any],
+        observer: abc.ObserverBase[Any],
+        bus: EventBus,
+        report: Callable[[DeadLetter], None],
+        scheduler: abc.SchedulerBase | None,
+    ) -> None:
+        self._chain = chain
+        self._observer = observer
+        self._bus = bus
+        self._report = report
+        self._scheduler = scheduler
+        self._lock = threading.Lock()
+        self._subscription: abc.DisposableBase | None = None
+        self._disposed = False
+        self.name = _name_of(observer)
+
+    def start(self) -> None:
+        subscription = self._chain.subscribe(self, scheduler=self._scheduler)
+        with self._lock:
+            if not self._disposed:
+                self._subscription = subscription
+                return
+        subscription.dispose()
+
+    def on_next(self, value: Any) -> None:
+        try:
+            self._observer.on_next(value)
+        except Exception as err:
+            self._report(DeadLetter.capture(value, self.name, err))
+
+    def on_error(self, error: Exception) -> None:
+        self._report(DeadLetter.capture(None, self.name, error))
+        with self._lock:
+            old, self._subscription = self._subscription, None
+            if self._disposed or self._bus.closed:
+                return
+        if old is not None:
+            old.dispose()
+        self.start()  # a fresh chain, as a bus consumer's chain is rebuilt
+
+    def on_completed(self) -> None:
+        try:
+            self._observer.on_completed()
+        except Exception as err:
+            self._report(DeadLetter.capture(None, self.name, err))
+
+    def dispose(self) -> None:
+        with self._lock:
+            self._disposed = True
+            subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.dispose()
+
+
+def _name_of(observer: Any) -> str:
+    fn = getattr(observer, "_on_next_core", None) or getattr(observer, "on_next", None)
+    return getattr(fn, "__qualname__", type(observer).__name__)

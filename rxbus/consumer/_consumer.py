@@ -126,6 +126,7 @@ class Consumer(abc.DisposableBase):
         self.queue_size = queue_size
         self.overflow = overflow
         self.seq = 0  # the bus's subscription order, which routes keep
+        self.subscriber_thread = 0  # the thread that subscribed it
         self._operators = tuple(operators)
 
         # received/dropped change under _lock; delivered/failed only where the chain runs,
@@ -235,8 +236,8 @@ class Consumer(abc.DisposableBase):
         self._rebuild_chain()
 
     def _chain_completed(self) -> None:
-        """The chain completed by itself (e.g. ``take(n)``): this consumer is finished."""
-        if self._finished:
+        """The chain completed (by itself, as ``take(n)`` does, or at close): finished."""
+        if self._chain_done:
             return
         self._finished = True
         self._chain_done = True
@@ -293,16 +294,18 @@ class Consumer(abc.DisposableBase):
     # -- completion ------------------------------------------------------------------------------
 
     def _complete_chain(self) -> None:
-        """Complete the operator chain (flushing what it holds), then the sink."""
+        """Complete the operator chain, which flushes what it holds and completes the sink in
+        its own time (a ``delay`` completes later); without a chain, complete the sink."""
         inlet = self._inlet
-        if inlet is not None and not self._finished:
+        if inlet is None or self._finished:
             self._finished = True
-            try:
-                inlet.on_completed()
-            except Exception as err:
-                self._report(DeadLetter.capture(None, self.name, err))
+            self._complete_sink()
+            return
         self._finished = True
-        self._complete_sink()
+        try:
+            inlet.on_completed()
+        except Exception as err:
+            self._report(DeadLetter.capture(None, self.name, err))
 
     def _complete_sink(self) -> None:
         if self._completion_sent:

@@ -531,3 +531,42 @@ def test_g_event_trusted(bench: Recorder) -> None:
             subject="g.trusted",
             floor=f"g.{floor}",
         )
+
+
+# -- (h) a consumer that raises on every event costs its publisher little more ---------------------
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_h_publish_to_a_failing_consumer(
+    bench: Recorder, new_bus: Callable[[], EventBus], fails: bool
+) -> None:
+    """``publish(event)`` to one sync consumer that returns (the floor) or raises every time:
+    the dead letter keeps the exception and formats its traceback only when it is read."""
+    bus = EventBus(name="h", history=0)
+    event = Event(topic=TOPIC, data=DATA)
+    tally = Tally()
+
+    def raising(e: Event) -> None:
+        tally.hit(e)
+        raise ValueError("consumer failed")
+
+    consumer = bus.subscribe(raising if fails else tally.hit, topic=TOPIC)
+    publish = bus.publish
+
+    def run() -> None:
+        for _ in range(BATCH):
+            publish(event)
+
+    key = "h.raises" if fails else "h.returns"
+    calls = bench.measure(key, run, ops=BATCH)
+    assert tally.n == calls * BATCH
+    s = consumer.stats
+    assert (s.failed if fails else s.delivered) == calls * BATCH
+    assert bus.metrics()["dead_lettered"] == (calls * BATCH if fails else 0)
+    bus.close()
+    bench.compare(
+        "(h) a consumer that raises, vs one that returns",
+        subject="h.raises",
+        floor="h.returns",
+        target=2.0,
+    )
