@@ -37,7 +37,7 @@ def test_on_error_of_a_source_is_a_dead_letter_and_the_bus_stays_open(bus: Event
 
 
 def test_on_next_refuses_what_is_not_an_event_naming_it(bus: EventBus) -> None:
-    with pytest.raises(TypeError, match="rxbus.Event; got dict"):
+    with pytest.raises(TypeError, match=r"rxbus\.Event; got dict"):
         bus.on_next({"topic": "a"})  # type: ignore[arg-type]
 
 
