@@ -296,10 +296,10 @@ class NatsSink(ClosingSink, DeadLetterBinding):
         assert self._wake is not None
         while True:
             with self._cond:
+                if self._closing and (not self._outbox or time.monotonic() >= self._deadline):
+                    return None  # what is left is counted as lost by _give_up_outbox
                 if self._outbox:
                     break
-                if self._closing:
-                    return None
                 self._idle = True
                 self._wake.clear()
             await self._wake.wait()

@@ -228,8 +228,6 @@ async def connect(url: str, *, name: str, reconnect_wait: float = 0.1) -> Client
     nats-py's default callbacks print every connection error; here a lost connection is one
     warning, and the reconnection attempts are quiet.
     """
-    import nats
-
     state = {"down": False}
 
     async def on_error(err: Exception) -> None:
@@ -237,7 +235,7 @@ async def connect(url: str, *, name: str, reconnect_wait: float = 0.1) -> Client
             logger.debug("rxbus {}: NATS connection error: {}", name, err)
 
     async def on_disconnected() -> None:
-        if not state["down"]:
+        if not state["down"] and not nc.is_closed:
             state["down"] = True
             logger.warning("rxbus {}: disconnected from {}; reconnecting", name, url)
 
@@ -245,17 +243,33 @@ async def connect(url: str, *, name: str, reconnect_wait: float = 0.1) -> Client
         state["down"] = False
         logger.info("rxbus {}: reconnected to {}", name, url)
 
-    return await nats.connect(
-        url,
-        name=name,
-        connect_timeout=2,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type]
-        error_cb=on_error,
-        disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
-    )
+    from nats.aio.client import Client
+
+    nc = Client()
+    try:
+        # Reconnecting off for the first connect (nats-py would retry it for a long time), on once
+        # connected: a server that is down is then an error the caller retries with backoff.
+        await asyncio.wait_for(
+            nc.connect(
+                url,
+                name=name,
+                connect_timeout=2,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=reconnect_wait,  # type: ignore[arg-type]
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            ),
+            timeout=5,
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise
+    nc.options["allow_reconnect"] = True
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
 
 
 def _status(msg: Msg) -> str | None:
