@@ -82,6 +82,7 @@ H_DURABLE = "Rxbus-Durable"
 H_SUBJECT = "Rxbus-Subject"
 H_SEQUENCE = "Rxbus-Sequence"
 
+_ACK_EVERY = 100  # handled messages between two chances for the acks to leave the process
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
@@ -618,6 +619,10 @@ class _Reader:
                 await self.handle(msg)
                 if received >= opts.batch_size:
                     return
+                if received % _ACK_EVERY == 0:
+                    # Let nats-py's flusher send the records and acks so far: a crash then
+                    # redelivers at most this many handled messages.
+                    await asyncio.sleep(0)
                 continue
             if status == "100":  # idle heartbeat
                 continue
