@@ -14,9 +14,10 @@ thread with its own asyncio loop and connection. It
 4. skips a redelivered message whose event id was already processed (by this process, or by any
    process of the same durable consumer: the ids are kept ``processed_ttl`` seconds in a small
    JetStream stream), counted as ``duplicates``,
-5. sends a message that failed ``max_deliver`` times (or arrives a ``max_deliver + 1``-th time,
-   after its handler crashed the process) to the dead-letter subject, with the error and the
-   delivery count in its headers, then ``term``-s it,
+5. sends a message whose handler failed ``max_deliver`` times (raised, or crashed the process:
+   attempts at redelivered messages are recorded before the handler runs, so messages that
+   were only delivered along with a crashing one are not counted) to the dead-letter subject,
+   with the error and the delivery count in its headers, then ``term``-s it,
 6. recreates the consumer (and the stream) when it disappears (deleted by an operator, a server
    restarted without file storage), with backoff and one warning per incident: never a hot loop.
 
@@ -400,6 +401,10 @@ class NatsStreamOptions:
     def processed_prefix(self) -> str:
         return f"_rxbus.done.{self.stream}.{self.durable}"
 
+    @property
+    def attempts_prefix(self) -> str:
+        return f"_rxbus.try.{self.stream}.{self.durable}"
+
 
 class _Reader:
     """One subscription: a thread with an asyncio loop pulling from the durable consumer."""
@@ -554,9 +559,11 @@ class _Reader:
                 ack_policy=api.AckPolicy.EXPLICIT,
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_wait=opts.ack_wait,
-                # One more than ours: a message whose handler kills the process still comes
-                # back once more, to be dead-lettered instead of silently dropped.
-                max_deliver=opts.max_deliver + 1,
+                # With the attempt records, the source counts attempts itself (the server
+                # also counts deliveries nobody attempted: the rest of a batch whose handler
+                # crashed the process). Without them, one more than ours: a message whose
+                # handler kills the process still comes back to be dead-lettered.
+                max_deliver=-1 if opts.processed_ttl is not None else opts.max_deliver + 1,
                 max_ack_pending=opts.max_ack_pending,
                 filter_subject=opts.filter_subject,
             )
@@ -569,7 +576,7 @@ class _Reader:
             await ensure_stream(
                 js,
                 opts.processed_stream,
-                [f"{opts.processed_prefix}.*"],
+                [f"{opts.processed_prefix}.*", f"{opts.attempts_prefix}.*"],
                 max_age=opts.processed_ttl,
                 max_msgs_per_subject=1,
             )
@@ -658,12 +665,15 @@ class _Reader:
             self.add("filtered")
             await self.nc.publish(reply, b"+ACK")  # type: ignore[union-attr]
             return
-        if deliveries > 1 and await self.processed(event.id):
-            self.add("duplicates")
-            await self.nc.publish(reply, b"+ACK")  # type: ignore[union-attr]
-            return
-        if deliveries > opts.max_deliver:
-            reason = f"delivered {deliveries} times (max_deliver={opts.max_deliver})"
+        attempts = deliveries
+        if deliveries > 1:
+            if await self.processed(event.id):
+                self.add("duplicates")
+                await self.nc.publish(reply, b"+ACK")  # type: ignore[union-attr]
+                return
+            attempts = await self.count_attempt(event.id, reply)
+        if attempts > opts.max_deliver:
+            reason = f"attempted {attempts - 1} times (max_deliver={opts.max_deliver})"
             await self.dead_letter(msg, event, deliveries, reason)
             return
         self.add("delivered")
@@ -682,7 +692,7 @@ class _Reader:
             self.observer.on_next(event)
         except Exception as err:
             self.add("failed")
-            if deliveries >= opts.max_deliver:
+            if attempts >= opts.max_deliver:
                 await self.dead_letter(msg, event, deliveries, f"{type(err).__name__}: {err}")
                 return
             delay = self.nak_delay(deliveries)
@@ -720,6 +730,29 @@ class _Reader:
         except NotFoundError:
             return False
         return True
+
+    async def count_attempt(self, event_id: str, reply: str) -> int:
+        """Record one more attempt at a redelivered message; returns this attempt's number.
+
+        Only redeliveries pay for this (two round trips, the record stored before the handler
+        runs): the first delivery counts as attempt 1 unrecorded. A message delivered again
+        because an earlier one in its batch crashed the process was never attempted, so its
+        count does not grow with the server's delivery count.
+        """
+        if self.opts.processed_ttl is None:
+            return _deliveries(reply)
+        from nats.js.errors import NotFoundError
+
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=5)
+        key = event_id if _TOKEN.fullmatch(event_id) else f"seq{_stream_sequence(reply)}"
+        subject = f"{self.opts.attempts_prefix}.{key}"
+        try:
+            recorded = int((await js.get_last_msg(self.opts.processed_stream, subject)).data)
+        except NotFoundError:
+            recorded = 1
+        await js.publish(subject, str(recorded + 1).encode())
+        return recorded + 1
 
     async def send(self, reply: str, event_id: str | None, body: bytes) -> None:
         """Record ``event_id`` as processed (when given), then send ``body`` to the ack subject.
@@ -860,7 +893,7 @@ def nats_stream(
         batch_size: messages per pull request.
         fetch_timeout: seconds one pull request waits on an empty stream.
         ack_wait: seconds the server waits for an ack before redelivering (a new consumer only).
-        max_deliver: deliveries before a message goes to the dead-letter subject.
+        max_deliver: attempts before a message goes to the dead-letter subject.
         max_ack_pending: unacknowledged messages the consumer hands out (all processes); 1
             keeps strict order (a new consumer only).
         nak_delay: delay of the first redelivery after a failure; doubles per delivery.
