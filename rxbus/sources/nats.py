@@ -748,7 +748,7 @@ class _Reader:
         key = event_id if _TOKEN.fullmatch(event_id) else f"seq{_stream_sequence(reply)}"
         subject = f"{self.opts.attempts_prefix}.{key}"
         try:
-            recorded = int((await js.get_last_msg(self.opts.processed_stream, subject)).data)
+            recorded = int((await js.get_last_msg(self.opts.processed_stream, subject)).data or 1)
         except NotFoundError:
             recorded = 1
         await js.publish(subject, str(recorded + 1).encode())

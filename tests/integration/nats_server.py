@@ -21,7 +21,7 @@ from tests.conftest import free_port, require_binary
 
 T = TypeVar("T")
 
-__all__ = ["NatsServer", "js_call", "running_nats"]
+__all__ = ["NatsServer", "js_call", "nats_binary", "running_nats"]
 
 
 class NatsServer:
@@ -112,10 +112,16 @@ def js_call(url: str, call: Callable[[Any], Awaitable[T]], timeout: float = 10.0
     return asyncio.run(asyncio.wait_for(main(), timeout + 5))
 
 
+def nats_binary() -> str:
+    """The ``nats-server`` path (Debian puts it in /usr/sbin, off a normal user's PATH); skips,
+    or fails under CI, without it."""
+    return require_binary("nats-server", "/usr/sbin/nats-server")
+
+
 @contextmanager
 def running_nats(directory: Path) -> Iterator[NatsServer]:
     """A started nats-server in ``directory`` (skips, or fails under CI, without the binary)."""
-    server = NatsServer(require_binary("nats-server"), directory)
+    server = NatsServer(nats_binary(), directory)
     server.start()
     try:
         yield server

@@ -16,8 +16,7 @@ from rxbus import DeadLetter, Event, EventBus
 from rxbus.sinks import NatsSink
 from rxbus.sources import nats_stream
 from rxbus.sources.nats import Delivery, bridge, filter_subject, subject_for
-from tests.conftest import require_binary
-from tests.integration.nats_server import NatsServer, running_nats
+from tests.integration.nats_server import NatsServer, nats_binary, running_nats
 from tests.integration.redis_server import wait_for
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -176,7 +175,7 @@ class TestSink:
     def test_holds_and_retries_while_the_server_is_down(self, tmp_path: Path) -> None:
         """Events published before the server exists are held, retried, then all stored in
         order once it starts."""
-        srv = NatsServer(require_binary("nats-server"), tmp_path)  # not started yet
+        srv = NatsServer(nats_binary(), tmp_path)  # not started yet
         sink = NatsSink(
             srv.url, "ORDERS", create_stream=True, retry_delay=0.01, max_retry_delay=0.1
         )
@@ -200,7 +199,7 @@ class TestSink:
     ) -> None:
         """With the server unreachable: a full outbox refuses new events (counted, dead
         letters); close() returns how many were never acknowledged and dead-letters them."""
-        srv = NatsServer(require_binary("nats-server"), tmp_path)  # never started
+        srv = NatsServer(nats_binary(), tmp_path)  # never started
         letters: list[DeadLetter] = []
         sink = NatsSink(
             srv.url, "ORDERS", outbox_size=50, batch_size=10, dead_letters=letters.append
@@ -262,7 +261,7 @@ class TestSink:
     def test_on_a_bus_undeliverable_events_are_bus_dead_letters(self, tmp_path: Path) -> None:
         """Subscribed to a bus without dead_letters=, what the sink drops is counted in the
         bus's dead letters."""
-        srv = NatsServer(require_binary("nats-server"), tmp_path)  # never started
+        srv = NatsServer(nats_binary(), tmp_path)  # never started
         with EventBus(name="t") as bus:
             sink = NatsSink(srv.url, "ORDERS", outbox_size=5)
             bus.subscribe(sink, name="to-nats")
