@@ -11,9 +11,10 @@ thread with its own asyncio loop and connection. It
    not use nats-py's ``fetch()``, whose empty result is a ``TimeoutError``, nats.py #418),
 3. acknowledges a message once the downstream ``on_next`` returned, after recording its event id
    as processed; a handler that raises makes the message ``nak`` with a growing delay,
-4. skips a redelivered message whose event id was already processed (by this process, or by any
-   process of the same durable consumer: the ids are kept ``processed_ttl`` seconds in a small
-   JetStream stream), counted as ``duplicates``,
+4. skips a message whose event id this reader already handled (a copy re-sent after the
+   stream's dedupe window), and a redelivered one whose id any process of the same durable
+   consumer recorded as processed (kept ``processed_ttl`` seconds in a small JetStream stream),
+   counted as ``duplicates``,
 5. sends a message whose handler failed ``max_deliver`` times (raised, or crashed the process:
    attempts at redelivered messages are recorded before the handler runs, so messages that
    were only delivered along with a crashing one are not counted) to the dead-letter subject,
@@ -666,6 +667,12 @@ class _Reader:
             await self.nc.publish(reply, b"+ACK")  # type: ignore[union-attr]
             return
         attempts = deliveries
+        if event.id in self.seen:
+            # A copy the server stored again (re-sent after the dedupe window), or a
+            # redelivery of what this reader handled: in memory, so checked for every message.
+            self.add("duplicates")
+            await self.nc.publish(reply, b"+ACK")  # type: ignore[union-attr]
+            return
         if deliveries > 1:
             if await self.processed(event.id):
                 self.add("duplicates")

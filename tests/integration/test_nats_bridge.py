@@ -529,3 +529,51 @@ def consumer_pending(server: NatsServer, stream: str, durable: str) -> tuple[int
         return int(info.num_ack_pending), int(info.num_pending)
 
     return server.js(call)
+
+
+def test_docstring_examples_pass() -> None:
+    """The examples in the bridge's docstrings run as doctests (no server needed)."""
+    import doctest
+
+    import rxbus.sinks.nats
+    import rxbus.sources.nats
+
+    for module in (rxbus.sources.nats, rxbus.sinks.nats):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted >= 3, module.__name__
+
+
+def test_a_re_send_after_the_dedupe_window_is_stored_again_and_skipped_by_id(
+    server: NatsServer,
+) -> None:
+    """The server dedupes only within duplicate_window: an event re-sent later is stored a
+    second time, and the source skips the copy by event id."""
+    batch = events(20)
+    got = Collector()
+    source = nats_stream(server.url, "SHORT", "d", duplicate_window=0.5, fetch_timeout=0.2)
+    sub = source.subscribe(got)
+    with NatsSink(server.url, "SHORT", create_stream=True, duplicate_window=0.5) as sink:
+        for e in batch:
+            sink.on_next(e)
+        assert sink.flush(30)
+        wait_for(lambda: len(got) == 20, 30, "the first copies")
+        # Wait (on the server's own answer) until the window has passed for a probe event.
+        probe = Event(topic="orders.probe")
+        sink.on_next(probe)
+        assert sink.flush(30)
+
+        def window_passed() -> bool:
+            before = sink.stats["duplicates"]
+            sink.on_next(probe)
+            assert sink.flush(30)
+            return sink.stats["duplicates"] == before
+
+        wait_for(window_passed, 20, "the dedupe window to pass", 0.1)
+        for e in batch:  # a producer replaying its log, too late for the server's dedupe
+            sink.on_next(e)
+        assert sink.flush(30)
+        assert sink.stats["duplicates"] >= 1  # the probe, while the window was open
+    wait_for(lambda: source.stats["duplicates"] >= 21, 30, "the copies to be skipped")
+    sub.dispose()
+    assert stream_messages(server, "SHORT") == 20 + 2 + 20  # batch, probe twice, batch again
+    assert sorted(e.id for e in got.items) == sorted([e.id for e in batch] + [probe.id])
