@@ -39,14 +39,14 @@ from rxbus.policies import Overflow
 from rxbus.sinks._base import ClosingSink, DeadLetterBinding
 from rxbus.sources.nats import (
     MSG_ID,
-    _check_name,
-    _check_prefix,
-    _check_url,
-    _count,
-    _number,
-    _require_nats,
+    check_count,
+    check_name,
+    check_number,
+    check_prefix,
+    check_url,
     connect,
     ensure_stream,
+    require_nats,
     subject_for,
 )
 
@@ -121,10 +121,10 @@ class NatsSink(ClosingSink, DeadLetterBinding):
         dead_letters: Callable[[DeadLetter], None] | None = None,
         name: str = "nats-sink",
     ) -> None:
-        _require_nats()
-        self.url = _check_url(url)
-        self.stream = _check_name("stream", stream)
-        self.subject_prefix = _check_prefix(subject_prefix)
+        require_nats()
+        self.url = check_url(url)
+        self.stream = check_name("stream", stream)
+        self.subject_prefix = check_prefix(subject_prefix)
         if storage not in ("file", "memory"):
             raise ValueError(f"storage must be 'file' or 'memory', got {storage!r}")
         policy = Overflow.parse(overflow)
@@ -136,15 +136,15 @@ class NatsSink(ClosingSink, DeadLetterBinding):
         self.name = name
         self._create_stream = bool(create_stream)
         self._storage = storage
-        self._duplicate_window = _number("duplicate_window", duplicate_window)
-        self._batch_size = _count("batch_size", batch_size)
-        self._batch_seconds = _number("batch_seconds", batch_seconds, strict=False)
-        self._ack_timeout = _number("ack_timeout", ack_timeout)
-        self._outbox_size = _count("outbox_size", outbox_size)
+        self._duplicate_window = check_number("duplicate_window", duplicate_window)
+        self._batch_size = check_count("batch_size", batch_size)
+        self._batch_seconds = check_number("batch_seconds", batch_seconds, strict=False)
+        self._ack_timeout = check_number("ack_timeout", ack_timeout)
+        self._outbox_size = check_count("outbox_size", outbox_size)
         self._drop_oldest = policy is Overflow.DROP_OLDEST
-        self._retry_delay = _number("retry_delay", retry_delay)
-        self._max_retry_delay = _number("max_retry_delay", max_retry_delay)
-        self._close_timeout = _number("close_timeout", close_timeout, strict=False)
+        self._retry_delay = check_number("retry_delay", retry_delay)
+        self._max_retry_delay = check_number("max_retry_delay", max_retry_delay)
+        self._close_timeout = check_number("close_timeout", close_timeout, strict=False)
         self._dead_letters = dead_letter_target(dead_letters)
         self._explicit_dead_letters = dead_letters is not None
 

@@ -89,7 +89,8 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 
-def _require_nats() -> None:
+def require_nats() -> None:
+    """Raise a clear ImportError naming the extra when nats-py is not installed."""
     try:
         import nats  # noqa: F401
     except ImportError as err:
@@ -98,7 +99,8 @@ def _require_nats() -> None:
         ) from err
 
 
-def _check_prefix(prefix: object) -> str:
+def check_prefix(prefix: object) -> str:
+    """``prefix`` if it is dot-separated subject tokens of ``[A-Za-z0-9_-]``; else ValueError."""
     if not isinstance(prefix, str) or not all(_TOKEN.fullmatch(t) for t in prefix.split(".")):
         raise ValueError(
             f"subject_prefix must be dot-separated tokens of [A-Za-z0-9_-], got {prefix!r}"
@@ -106,19 +108,22 @@ def _check_prefix(prefix: object) -> str:
     return prefix
 
 
-def _check_name(label: str, value: object) -> str:
+def check_name(label: str, value: object) -> str:
+    """``value`` if it is a valid stream or consumer name; else ValueError naming ``label``."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValueError(f"{label} must be 1..255 characters of [A-Za-z0-9_-], got {value!r}")
     return value
 
 
-def _check_url(url: object) -> str:
+def check_url(url: object) -> str:
+    """``url`` if it is a NATS URL; else ValueError naming it."""
     if not isinstance(url, str) or not url.startswith(("nats://", "tls://", "ws://", "wss://")):
         raise ValueError(f"url must be a nats:// (or tls://, ws://) URL, got {url!r}")
     return url
 
 
-def _number(label: str, value: object, *, minimum: float = 0.0, strict: bool = True) -> float:
+def check_number(label: str, value: object, *, minimum: float = 0.0, strict: bool = True) -> float:
+    """``value`` as a float if it is a number above (``strict``) or at ``minimum``; else ValueError."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
     if not ok or value < minimum or (strict and value == minimum):  # type: ignore[operator]
         bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
@@ -126,7 +131,8 @@ def _number(label: str, value: object, *, minimum: float = 0.0, strict: bool = T
     return float(value)  # type: ignore[arg-type]
 
 
-def _count(label: str, value: object, minimum: int = 1) -> int:
+def check_count(label: str, value: object, minimum: int = 1) -> int:
+    """``value`` if it is an int >= ``minimum``; else ValueError naming ``label``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{label} must be an int >= {minimum}, got {value!r}")
     return value
@@ -931,11 +937,11 @@ def nats_stream(
         >>> source.options.filter_subject, source.options.dead_letter_subject
         ('rxbus.orders.*', 'rxbus_dead.ORDERS')
     """
-    _require_nats()
-    _check_url(url)
-    _check_name("stream", stream)
-    _check_name("durable", durable)
-    _check_prefix(subject_prefix)
+    require_nats()
+    check_url(url)
+    check_name("stream", stream)
+    check_name("durable", durable)
+    check_prefix(subject_prefix)
     try:
         server_filter, exact = filter_subject(subject_prefix, filter)
     except ValueError as err:
@@ -964,24 +970,24 @@ def nats_stream(
         filter_subject=server_filter,
         exact_filter=exact,
         manual_ack=bool(manual_ack),
-        batch_size=_count("batch_size", batch_size),
-        fetch_timeout=_number("fetch_timeout", fetch_timeout),
-        ack_wait=_number("ack_wait", ack_wait),
-        max_deliver=_count("max_deliver", max_deliver),
-        max_ack_pending=_count("max_ack_pending", max_ack_pending),
-        nak_delay=_number("nak_delay", nak_delay, strict=False),
-        max_nak_delay=_number("max_nak_delay", max_nak_delay, strict=False),
+        batch_size=check_count("batch_size", batch_size),
+        fetch_timeout=check_number("fetch_timeout", fetch_timeout),
+        ack_wait=check_number("ack_wait", ack_wait),
+        max_deliver=check_count("max_deliver", max_deliver),
+        max_ack_pending=check_count("max_ack_pending", max_ack_pending),
+        nak_delay=check_number("nak_delay", nak_delay, strict=False),
+        max_nak_delay=check_number("max_nak_delay", max_nak_delay, strict=False),
         dead_letter_subject=dead_letter_subject,
-        dead_letter_stream=_check_name(
-            "dead_letter_stream", dead_letter_stream or f"{stream}_DEAD"
-        ),
+        dead_letter_stream=check_name("dead_letter_stream", dead_letter_stream or f"{stream}_DEAD"),
         create_stream=bool(create_stream),
         storage=storage,
-        duplicate_window=_number("duplicate_window", duplicate_window),
-        processed_ttl=None if processed_ttl is None else _number("processed_ttl", processed_ttl),
-        processed_memory=_count("processed_memory", processed_memory),
-        retry_delay=_number("retry_delay", retry_delay),
-        max_retry_delay=_number("max_retry_delay", max_retry_delay),
+        duplicate_window=check_number("duplicate_window", duplicate_window),
+        processed_ttl=None
+        if processed_ttl is None
+        else check_number("processed_ttl", processed_ttl),
+        processed_memory=check_count("processed_memory", processed_memory),
+        retry_delay=check_number("retry_delay", retry_delay),
+        max_retry_delay=check_number("max_retry_delay", max_retry_delay),
     )
     return NatsStream(opts)
 
