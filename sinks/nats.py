@@ -158,7 +158,17 @@ class NatsSink(ClosingSink, DeadLetterBinding):
         self._handed = 0
         self._settled = 0  # written + errors + overflow + lost: every handed event ends here
         self._counts = dict.fromkeys(
-            ("written", "duplicates", "retried", "overflow", "errors", "lost", "batches"), 0
+            (
+                "written",
+                "duplicates",
+                "retried",
+                "overflow",
+                "errors",
+                "lost",
+                "batches",
+                "reconnects",
+            ),
+            0,
         )
         self._left_at_close = 0
 
@@ -254,7 +264,7 @@ class NatsSink(ClosingSink, DeadLetterBinding):
         """``written`` (acknowledged by the server), ``duplicates`` (of those, ones the server
         already had, by ``Nats-Msg-Id``), ``retried`` (failed batch attempts), ``outbox``
         (waiting or unacknowledged), ``overflow``, ``errors`` (refused by the server, or after
-        close), ``lost`` (unacknowledged when close gave up), ``batches``."""
+        close), ``lost`` (unacknowledged when close gave up), ``batches``, ``reconnects``."""
         with self._cond:
             stats = dict(self._counts)
             stats["outbox"] = len(self._outbox) + self._in_flight
@@ -264,6 +274,10 @@ class NatsSink(ClosingSink, DeadLetterBinding):
         return f"NatsSink({self.url!r}, {self.stream!r}, subject_prefix={self.subject_prefix!r})"
 
     # -- the loop thread -----------------------------------------------------------------------
+
+    def _count_reconnect(self) -> None:
+        with self._cond:
+            self._counts["reconnects"] += 1
 
     def _nudge(self) -> None:
         if self._wake is not None:
@@ -313,7 +327,7 @@ class NatsSink(ClosingSink, DeadLetterBinding):
 
     async def _ensure_connected(self) -> None:
         if self._nc is None:
-            self._nc = await connect(self.url, name=self.name)
+            self._nc = await connect(self.url, name=self.name, on_reconnect=self._count_reconnect)
             self._inbox = self._nc.new_inbox()
             await self._nc.subscribe(self._inbox + ".*", cb=self._on_ack)
         if not self._stream_ready:

@@ -231,11 +231,18 @@ async def ensure_stream(
     return True
 
 
-async def connect(url: str, *, name: str, reconnect_wait: float = 0.1) -> Client:
+async def connect(
+    url: str,
+    *,
+    name: str,
+    reconnect_wait: float = 0.1,
+    on_reconnect: Callable[[], None] | None = None,
+) -> Client:
     """A nats-py connection that reconnects forever and reports through the ``rxbus`` logger.
 
     nats-py's default callbacks print every connection error; here a lost connection is one
-    warning, and the reconnection attempts are quiet.
+    warning, and the reconnection attempts are quiet. ``on_reconnect`` is called after each
+    reconnection (to count them).
     """
     state = {"down": False}
 
@@ -251,6 +258,8 @@ async def connect(url: str, *, name: str, reconnect_wait: float = 0.1) -> Client
     async def on_reconnected() -> None:
         state["down"] = False
         logger.info("rxbus {}: reconnected to {}", name, url)
+        if on_reconnect is not None:
+            on_reconnect()
 
     from nats.aio.client import Client
 
@@ -368,6 +377,7 @@ _STAT_NAMES = (
     "pulls",
     "recreated",
     "reconnects",
+    "retries",
 )
 
 
@@ -472,7 +482,11 @@ class _Reader:
             while not self.stopped.is_set():
                 try:
                     if self.nc is None:
-                        self.nc = await connect(opts.url, name=f"nats_stream {opts.durable}")
+                        self.nc = await connect(
+                            opts.url,
+                            name=f"nats_stream {opts.durable}",
+                            on_reconnect=lambda: self.add("reconnects"),
+                        )
                     if not self.ready:
                         await self.setup()
                     await self.pull()
@@ -491,7 +505,7 @@ class _Reader:
                         return
                     failures += 1
                     self.ready = False
-                    self.add("reconnects")
+                    self.add("retries")
                     if failures == 1 or failures % 20 == 0:
                         logger.warning(
                             "rxbus nats_stream {}/{}: {!r} (attempt {}, retrying with backoff)",
@@ -852,7 +866,8 @@ class NatsStream(reactivex.Observable[Any]):
         """``delivered``, ``acked``, ``duplicates`` (redeliveries skipped as already processed),
         ``filtered`` (outside the pattern), ``failed`` (on_next raised), ``nacked``,
         ``dead_lettered``, ``pulls`` (pull requests sent), ``recreated`` (consumer or stream
-        found missing), ``reconnects`` (errors retried with backoff)."""
+        found missing), ``reconnects`` (connection re-established), ``retries`` (errors
+        retried with backoff)."""
         return {name: counter.value for name, counter in self._stats.items()}
 
     def _subscribe_reader(

@@ -116,10 +116,12 @@ def test_nats_killed_and_restarted_mid_stream_loses_nothing(server: NatsServer) 
         "handled": len(times),
         "handled_twice": len(twice),
         "lost": len(set(sent) - set(times)),
+        "sink_reconnects": stats["reconnects"],
         "source_reconnects": source_stats["reconnects"],
     }
     print("\nnats server-crash report:", report)
     assert 0 < handled_at_kill < len(sent)
+    assert stats["reconnects"] >= 1 and source_stats["reconnects"] >= 1
     assert report["lost"] == 0
     assert report["handled"] == len(sent) == 40_000
     assert stored == 40_000  # re-sent copies were dropped by the server, by Nats-Msg-Id
