@@ -527,14 +527,9 @@ class _Reader:
         import nats.errors
         import nats.js.errors
 
-        return isinstance(
-            err,
-            OSError
-            | asyncio.TimeoutError
-            | nats.errors.Error
-            | nats.js.errors.ServiceUnavailableError
-            | nats.js.errors.NotFoundError,
-        )
+        if isinstance(err, nats.js.errors.BadRequestError):
+            return False  # a configuration the server refuses (e.g. a filter outside the stream)
+        return isinstance(err, OSError | asyncio.TimeoutError | nats.errors.Error)
 
     def fail(self, err: Exception) -> None:
         opts = self.opts

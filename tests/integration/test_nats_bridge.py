@@ -511,6 +511,22 @@ class TestSource:
         # recreated it, or the source recreated it (and its consumer) first.
         assert sink.stats["retried"] + source.stats["recreated"] + source.stats["retries"] >= 1
 
+    def test_a_configuration_the_server_refuses_ends_the_stream_with_its_error(
+        self, server: NatsServer
+    ) -> None:
+        """A filter outside the stream's subjects is refused by the server: the subscriber
+        gets that error once (on_error), instead of the source retrying forever."""
+        fill(server, "ORDERS", events(1))  # subjects rxbus.>
+        got = Collector()
+        source = nats_stream(
+            server.url, "ORDERS", "d", subject_prefix="elsewhere", create_stream=False
+        )
+        sub = source.subscribe(got)
+        wait_for(lambda: len(got.errors) == 1, 30, "the refusal")
+        sub.dispose()
+        assert "filter subject" in str(got.errors[0]).lower()
+        assert len(got) == 0 and source.stats["retries"] == 0
+
     def test_bridge_publishes_into_a_bus_keeping_ids(self, server: NatsServer) -> None:
         """bridge() publishes each event into the bus with its id, acking after publish."""
         batch = events(50)
