@@ -446,10 +446,8 @@ class _Reader:
             target=self.run, name=f"rxbus-nats-{opts.stream}-{opts.durable}", daemon=True
         )
 
-    def add(self, name: str, n: int = 1) -> None:
-        increment = self.stats[name].increment
-        for _ in range(n):
-            increment()
+    def add(self, name: str) -> None:
+        self.stats[name].increment()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
