@@ -213,7 +213,10 @@ class NatsSink(ClosingSink, DeadLetterBinding):
                 self._settled += 1
                 self._cond.notify_all()
         if dropped is None:
-            self._loop.call_soon_threadsafe(self._nudge)
+            # The loop may have closed since the check above (a close() racing this call):
+            # the event is then already counted as lost by it.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._nudge)
             return
         self._report([dropped], BufferOverflowError(f"{self.name}: {reason}; event dropped"))
 
