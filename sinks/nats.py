@@ -29,9 +29,9 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from loguru import logger
 
 from rxbus._context import dead_letter_target
+from rxbus._log import logger
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BufferOverflowError, RxbusError
 from rxbus.event import Event

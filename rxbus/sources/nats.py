@@ -47,10 +47,10 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import reactivex
-from loguru import logger
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rxbus._log import logger
 from rxbus.errors import RxbusError
 from rxbus.event import Event
 from rxbus.metrics import Counter
