@@ -1,13 +1,16 @@
 """The sink's process killed between publish and ack: the replay is deduplicated by the server.
 
 A producer replays its own event log (the same ids every run) through a NatsSink. The first run
-is SIGKILLed while batches are in flight: published, some stored, not all acknowledged. The
-second run sends the whole log again; the server drops every event it already had, by
-``Nats-Msg-Id``, and the stream ends with each event exactly once.
+is SIGKILLed with a batch in flight: the server is paused (SIGSTOP) until the sink's next
+publishes sit unread in its socket, then the sink's process is killed and the server resumed,
+so it stores publishes whose acks nobody will read. The second run sends the whole log again;
+the server drops every event it already had, by ``Nats-Msg-Id``, and the stream ends with each
+event exactly once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -58,6 +61,18 @@ def stream_ids(server: NatsServer) -> list[str]:
     return server.js(call, timeout=60)
 
 
+def unread_bytes(port: int) -> int:
+    """Bytes received by the kernel on established sockets of local ``port`` and not yet read
+    by the process (``/proc/net/tcp`` rx_queue)."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.split(":")[1], 16) == port:
+            total += int(queues.split(":")[1], 16)
+    return total
+
+
 def publisher(server: NatsServer, events_file: Path, stats_file: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.nats_workers", "publish",
@@ -77,14 +92,24 @@ def test_a_killed_sink_process_replays_without_duplicates(
     events_file.write_bytes(b"\n".join(e.to_json() for e in log))
 
     first = publisher(server, events_file, tmp_path / "first.json")
+    assert server.process is not None
     try:
         wait_for(lambda: stored(server) >= COUNT // 3, 60, "a third stored", 0.005)
-        first.send_signal(signal.SIGKILL)
-        assert first.wait(10) == -signal.SIGKILL
+        before_pause = stored(server)
+        server.process.send_signal(signal.SIGSTOP)
+        try:
+            # The sink goes on publishing its batch into the paused server's socket.
+            wait_for(lambda: unread_bytes(server.port) > 0, 30, "publishes the server has not read")
+            first.send_signal(signal.SIGKILL)
+            assert first.wait(10) == -signal.SIGKILL
+        finally:
+            server.process.send_signal(signal.SIGCONT)
     finally:
-        if first.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
             first.kill()
-            first.wait(10)
+        first.wait(10)
+    # The server reads what the dead sink had sent and stores it: published, never acknowledged.
+    wait_for(lambda: stored(server) > before_pause, 30, "the in-flight publishes stored", 0.05)
     at_kill = stored(server)
 
     second = publisher(server, events_file, tmp_path / "second.json")
@@ -93,13 +118,14 @@ def test_a_killed_sink_process_replays_without_duplicates(
     ids = stream_ids(server)
     report = {
         "events": COUNT,
+        "stored_before_pause": before_pause,
         "stored_when_killed": at_kill,
         "replay_acknowledged": replay["written"],
         "replay_dropped_as_duplicates": replay["duplicates"],
         "stream_messages": stored(server),
     }
     print("\nnats sink-crash report:", report)
-    assert 0 < at_kill < COUNT  # killed mid-stream
+    assert before_pause < at_kill < COUNT  # killed mid-stream, with publishes unacknowledged
     assert report["stream_messages"] == COUNT  # nothing twice, nothing missing
     assert sorted(ids) == sorted(e.id for e in log)
     assert replay["written"] == COUNT and replay["lost"] == 0
