@@ -23,8 +23,9 @@ thread with its own asyncio loop and connection. It
    restarted without file storage), with backoff and one warning per incident: never a hot loop.
 
 Delivery is at-least-once on the wire, exactly-once to the handler except for what a killed
-process had handled but not yet acknowledged (at most the batch in its hands; the processed
-record is written before each ack). Handlers should still be idempotent by ``event.id``.
+process had handled but whose records and acks had not left it yet (at most 10 messages: the
+reader lets the client flush every 10; the processed record goes out before each ack).
+Handlers should still be idempotent by ``event.id``.
 
 Order: a single consumer with ``max_ack_pending=1`` sees the stream in order, a failed message
 blocking the next one until it succeeds or is dead-lettered. With more messages in flight (the
@@ -84,7 +85,7 @@ H_DURABLE = "Rxbus-Durable"
 H_SUBJECT = "Rxbus-Subject"
 H_SEQUENCE = "Rxbus-Sequence"
 
-_ACK_EVERY = 100  # handled messages between two chances for the acks to leave the process
+_ACK_EVERY = 10  # handled messages between two chances for the acks to leave the process
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 

@@ -25,8 +25,8 @@ from tests.integration.redis_server import environ_with, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 COUNT = 100_000
-KILL_AT = 15_250  # the killed process dies right after handling this many events
-ACK_WINDOW = 100  # handled messages whose records and acks may still be in a killed process
+KILL_AT = 15_255  # the killed process dies right after handling this many events
+ACK_WINDOW = 10  # handled messages whose records and acks may still be in a killed process
 
 
 @pytest.fixture
