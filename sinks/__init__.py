@@ -1,7 +1,7 @@
 """Sinks: observers that carry events out of the bus, each owning its own resources.
 
 Imported lazily, so ``import rxbus.sinks`` costs nothing and optional dependencies (redis,
-python-socketio, prometheus_client) are only needed by the sink that uses them::
+nats-py, python-socketio, prometheus_client) are only needed by the sink that uses them::
 
     from rxbus.sinks import JsonlSink, SQLiteStore
 """
@@ -23,12 +23,14 @@ _LAZY = {
     "PrometheusExporter": "rxbus.sinks.prometheus",
     "SocketIOSink": "rxbus.sinks.socketio",
     "RedisStreamSink": "rxbus.sinks.redis",
+    "NatsSink": "rxbus.sinks.nats",
 }
 
 __all__ = [
     "ConsoleSink",
     "JsonlSink",
     "LogSink",
+    "NatsSink",
     "PrometheusExporter",
     "RedisStreamSink",
     "SQLiteStore",
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from rxbus.sinks.console import ConsoleSink
     from rxbus.sinks.jsonl import JsonlSink, TornLineWarning, query_jsonl, read_jsonl
     from rxbus.sinks.log import LogSink
+    from rxbus.sinks.nats import NatsSink
     from rxbus.sinks.prometheus import PrometheusExporter
     from rxbus.sinks.redis import RedisStreamSink
     from rxbus.sinks.socketio import SocketIOSink
