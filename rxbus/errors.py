@@ -13,6 +13,7 @@ __all__ = [
     "DeliveryError",
     "InvalidTopicError",
     "PayloadError",
+    "PyeeError",
     "RxbusError",
     "SinkClosedError",
     "StoreError",
@@ -57,3 +58,8 @@ class StoreError(RxbusError, ValueError):
 
 class SinkClosedError(RxbusError, RuntimeError):
     """An event reached a sink after it was closed."""
+
+
+class PyeeError(RxbusError):
+    """An ``error`` event was emitted on a :mod:`rxbus.compat` emitter with no ``error`` listener
+    and a value that is not an exception (pyee's ``PyeeError``)."""

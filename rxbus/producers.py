@@ -40,7 +40,7 @@ from rxbus.topics import MAX_SEGMENTS, MAX_TOPIC_LENGTH, validate_topic
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.bus import EventBus
 
-__all__ = ["LogHandler", "LoguruSink", "loguru_sink"]
+__all__ = ["LogHandler", "LoguruSink", "loguru_sink", "topic_for"]
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _RECORD_FIELDS = frozenset(vars(logging.LogRecord("x", 0, "", 0, "", None, None))) | {
@@ -61,7 +61,6 @@ class _Publisher:
         self.bus = bus
         self.topic_prefix = topic_prefix
         self.source = source
-        self._prefix_segments = topic_prefix.count(".") + 1
         self._topics: dict[str, str] = {}
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -80,18 +79,10 @@ class _Publisher:
             self._counts[key] += 1
 
     def topic_for(self, logger_name: str) -> str:
-        """``<prefix>.<logger name>``, the name cut to valid segments (``root`` for the root)."""
+        """``<prefix>.<logger name>``, cached per name."""
         topic = self._topics.get(logger_name)
         if topic is None:
-            segments = []
-            for part in (logger_name or "root").split("."):
-                cleaned = "".join(
-                    c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in part
-                )
-                if cleaned:
-                    segments.append(cleaned)
-            segments = segments[: MAX_SEGMENTS - self._prefix_segments] or ["root"]
-            topic = ".".join([self.topic_prefix, *segments])[:MAX_TOPIC_LENGTH].rstrip(".")
+            topic = topic_for(self.topic_prefix, logger_name or "root")
             if len(self._topics) >= _TOPIC_CACHE_LIMIT:
                 self._topics.clear()
             self._topics[logger_name] = topic
@@ -112,6 +103,25 @@ class _Publisher:
             self._count("published")
         finally:
             self._local.inside = False
+
+
+def topic_for(prefix: str, name: str) -> str:
+    """``prefix.name`` as a valid topic: characters outside ``[A-Za-z0-9_-]`` become ``_``,
+    empty segments are left out, and the result is cut to 16 segments and 255 characters.
+
+    ``prefix`` must be a valid topic already.
+
+        >>> topic_for("log", "my app..v2"), topic_for("ee", ""), topic_for("ee", "user:login")
+        ('log.my_app.v2', 'ee._', 'ee.user_login')
+    """
+    segments = []
+    for part in name.split("."):
+        cleaned = "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "_" for c in part)
+        if cleaned:
+            segments.append(cleaned)
+    room = MAX_SEGMENTS - (prefix.count(".") + 1)
+    topic = ".".join([prefix, *(segments[:room] or ["_"])])
+    return topic[:MAX_TOPIC_LENGTH].rstrip(".")
 
 
 def _is_rxbus(name: str) -> bool:
