@@ -190,6 +190,20 @@ class LogHandler(logging.Handler):
         """Why the bus refused the last dropped record."""
         return self._publisher.last_error
 
+    def handle(self, record: logging.LogRecord) -> logging.LogRecord | bool:  # type: ignore[override]
+        """Filter and emit ``record`` without taking the handler's lock.
+
+        ``logging.Handler.handle`` holds a lock around ``emit``. Publishing is thread-safe
+        already, and holding that lock while a publish waits for room in a consumer's queue
+        would deadlock with a ``thread`` consumer that logs through this handler.
+        """
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
     def emit(self, record: logging.LogRecord) -> None:
         """Publish ``record``; never raises."""
         try:

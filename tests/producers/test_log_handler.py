@@ -187,6 +187,37 @@ class TestLogHandler:
         assert handler.stats == {"published": 2000, "dropped": 0, "suppressed": 0}
         assert sorted(seen) == sorted(f"{n}-{i}" for n in range(4) for i in range(500))
 
+    def test_thread_consumer_that_logs_does_not_deadlock(self, bus: EventBus) -> None:
+        """A publish waiting for room in a full queue does not hold a lock the consumer's
+        worker needs to log: 200 records go through a queue of 1 while the worker logs each."""
+        handler = LogHandler(bus)
+        app, worker = logging.getLogger("tests.dl.app"), logging.getLogger("tests.dl.worker")
+        for lg in (app, worker):
+            lg.propagate = False
+            lg.setLevel(logging.INFO)
+            lg.addHandler(handler)
+        seen: list[str] = []
+
+        def work(event: object) -> None:
+            worker.info("handled %s", getattr(event, "id", "?"))
+            seen.append("x")
+
+        bus.subscribe(work, topic="log.tests.dl.app", mode="thread", queue_size=1, name="w")
+        producer = threading.Thread(target=lambda: [app.info("n=%d", n) for n in range(200)])
+        try:
+            producer.start()
+            producer.join(timeout=30)
+            assert not producer.is_alive(), "the logging call is stuck"
+        finally:
+            for lg in (app, worker):
+                lg.removeHandler(handler)
+        bus.close()
+        assert len(seen) == 200
+        stats = handler.stats
+        # the worker's last record may come after close(): refused, and counted as dropped
+        assert stats["published"] + stats["dropped"] == 400 and stats["suppressed"] == 0
+        assert stats["published"] >= 399
+
     @settings(max_examples=200, deadline=None)
     @given(
         name=st.text(max_size=300),
