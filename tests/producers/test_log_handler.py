@@ -208,10 +208,10 @@ class TestLogHandler:
             producer.start()
             producer.join(timeout=30)
             assert not producer.is_alive(), "the logging call is stuck"
+            bus.close()  # the worker handles the queued events, still logging through handler
         finally:
             for lg in (app, worker):
                 lg.removeHandler(handler)
-        bus.close()
         assert len(seen) == 200
         stats = handler.stats
         # the worker's last record may come after close(): refused, and counted as dropped
