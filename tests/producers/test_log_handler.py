@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -285,3 +286,33 @@ class TestLoguruSink:
             loguru_logger.disable("rxbus")
             loguru_logger.remove(handler_id)
         assert sink.stats == {"published": 0, "dropped": 1, "suppressed": 1}
+
+    def test_a_logging_worker_with_a_dropping_queue_does_not_deadlock(self, bus: EventBus) -> None:
+        """loguru holds its handler lock while it calls a sink. A thread consumer that logs
+        through the same handler must not use Overflow.BLOCK (a publisher blocked on its full
+        queue would hold the lock the worker waits for); with DROP_NEWEST nothing deadlocks and
+        every record is counted: delivered to the worker or dropped by its queue."""
+        sink = loguru_sink(bus)
+        handler_id = loguru_logger.add(sink, level="INFO")
+        seen: list[int] = []
+
+        def work(event: Any) -> None:
+            loguru_logger.info("handled {}", event.data["n"])
+            seen.append(event.data["n"])
+
+        worker = bus.subscribe(
+            work, topic="log.app", mode="thread", queue_size=1, overflow="drop_newest", name="w"
+        )
+        app = loguru_logger.patch(lambda record: record.update(name="app"))
+        producer = threading.Thread(target=lambda: [app.bind(n=n).info("job") for n in range(200)])
+        try:
+            producer.start()
+            producer.join(timeout=30)
+            assert not producer.is_alive(), "the logging call is stuck"
+            bus.close()
+        finally:
+            loguru_logger.remove(handler_id)
+        stats = worker.stats
+        assert stats.received == 200 and stats.delivered + stats.dropped == 200
+        assert sorted(seen) == sorted(set(seen)) and len(seen) == stats.delivered
+        assert sink.stats["published"] + sink.stats["dropped"] == 200 + len(seen)
