@@ -273,6 +273,19 @@ class TestWhatTheBusAdds:
         a.emit("x")
         assert got == ["a"]
 
+    def test_same_prefix_on_one_bus_is_one_channel(self, bus: EventBus) -> None:
+        """Emitters sharing a bus and a prefix hear each other, with the event's data: the
+        arguments JSON can carry, and the repr of the others."""
+        a, b = EventEmitter(bus, prefix="chan"), EventEmitter(bus, prefix="chan")
+        got: list[tuple[str, Any]] = []
+        a.on("x", lambda v: got.append(("a", v)))
+        b.on("x", lambda v: got.append(("b", v)))
+        lock = threading.Lock()
+        assert a.emit("x", {"n": 1}) and a.emit("x", lock)
+        assert got[:2] == [("a", {"n": 1}), ("b", {"n": 1})]
+        assert got[2] == ("a", lock) and got[3][0] == "b"
+        assert isinstance(got[3][1], str) and got[3][1].startswith("<unlocked _thread.lock")
+
     def test_bad_prefix(self) -> None:
         """A prefix that is not a topic is refused, naming it."""
         with pytest.raises(InvalidTopicError, match="bad prefix"):
