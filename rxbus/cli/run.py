@@ -317,7 +317,7 @@ class _Stream:
 
     def _add(self, pieces: list[str], now: float, since_start: float, emit: Any) -> None:
         cut = self.max_line
-        if any(len(p) > cut for p in pieces):
+        if max(map(len, pieces)) > cut:
             pieces = [p[i : i + cut] for p in pieces for i in range(0, len(p) or 1, cut)]
         start = 0
         while start < len(pieces):
@@ -327,7 +327,7 @@ class _Stream:
                 self.first_at = now
             self.times.append([len(self.lines), round(since_start, 3)])
             self.lines.extend(take)
-            self.size += sum(len(p) for p in take) + len(take)
+            self.size += sum(map(len, take)) + len(take)
             start += len(take)
             if len(self.lines) >= self.batch_lines or self.size >= self.batch_bytes:
                 self.flush(emit)
@@ -412,7 +412,7 @@ class _Sender:
         self.url = url
         self.token = token
         self.spool = spool
-        self.queue: queue.Queue[Event | None] = queue.Queue(maxsize=QUEUE_BATCHES)
+        self.queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=QUEUE_BATCHES)
         self.thread = threading.Thread(target=self._run, name="rxbus-run-sender", daemon=True)
         self.reached = False  # the server accepted something
         self.spooled = 0
@@ -422,7 +422,7 @@ class _Sender:
         self.thread.start()
 
     def put(self, event: Event) -> None:
-        self.queue.put(event)
+        self.queue.put((event.id, event.to_json()))
 
     def finish(self) -> None:
         """Send what is queued, then deliver any spooled backlog if the server answers."""
@@ -449,7 +449,7 @@ class _Sender:
             if event is None:
                 return
             batch = [event]
-            size = len(event.to_json())
+            size = len(event[1])
             # whatever else is already waiting goes in the same request
             while size < POST_BYTES:
                 try:
@@ -460,13 +460,14 @@ class _Sender:
                     self._send(batch)
                     return
                 batch.append(more)
-                size += len(more.to_json())
+                size += len(more[1])
             self._send(batch)
 
-    def _send(self, events: list[Event]) -> None:
+    def _send(self, events: list[tuple[str, bytes]]) -> None:
+        """POST ``(id, JSON)`` pairs; spool them when the server does not take them."""
         from rxbus.cli.publish import post
 
-        lines = [e.to_json() for e in events]
+        lines = [line for _, line in events]
         result = post(self.url, lines, self.token)
         if result.status == 200:
             self.reached = True
@@ -478,6 +479,6 @@ class _Sender:
         if result.status in (400, 413):
             self.rejected.append(result.reason())
             return
-        for event, line in zip(events, lines, strict=True):
-            self.spool.append(event.id, line)
+        for event_id, line in events:
+            self.spool.append(event_id, line)
             self.spooled += 1

@@ -71,8 +71,8 @@ class IngestCounter:
                     tally.next_seq = data["seq"] + 1
                     tally.batches += 1
                     tally.lines += len(data["lines"])
-                    for line in data["lines"]:
-                        tally.digest.update(line.encode() + b"\n")
+                    if data["lines"]:
+                        tally.digest.update("\n".join(data["lines"]).encode() + b"\n")
                 else:
                     self.others.append(event)
 
