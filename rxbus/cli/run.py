@@ -27,8 +27,10 @@ command's pipes are read in chunks, a batch is sent when it reaches ``--batch-by
 after which the command blocks on its own output until they are sent. A line longer than
 ``--max-line`` characters is cut into pieces of that length.
 
-SIGINT, SIGTERM and SIGHUP sent to ``rxbus run`` are passed on to the command, whose exit is
-then reported as usual.
+SIGTERM and SIGHUP sent to ``rxbus run`` are passed on to the command, and SIGINT too unless it
+came from the terminal (which already sent it to the command); the command's exit is then
+reported as usual. Monitoring never fails the build: an event neither the server nor the spool
+takes is counted and reported on stderr at the end.
 """
 
 from __future__ import annotations
@@ -160,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--topic: {err}") from None
     url = args.url or os.environ.get("RXBUS_URL") or DEFAULT_URL
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme != "http" or not parts.hostname:
         raise CliError(f"--url must look like http://127.0.0.1:8765, got {url!r}")
     token = args.token if args.token is not None else os.environ.get("RXBUS_TOKEN")
@@ -245,13 +251,21 @@ def _exit_status(returncode: int) -> tuple[int, str | None]:
 
 
 def _forward_signals(proc: Any) -> Any:
-    """Pass SIGINT, SIGTERM and SIGHUP on to ``proc``; returns a function undoing it."""
+    """Pass SIGINT, SIGTERM and SIGHUP on to ``proc``; returns a function undoing it.
+
+    A Ctrl-C at the terminal already reached the command (it runs in our process group), so a
+    SIGINT is passed on only when this process is not in the terminal's foreground group (sent
+    with ``kill``): the command gets it once either way, and ``rxbus run`` keeps going to report
+    how the command ended.
+    """
     import signal
 
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def forward(signum: int, _frame: Any) -> None:
+        if signum == signal.SIGINT and _in_foreground():
+            return
         try:
             proc.send_signal(signum)
         except ProcessLookupError:
@@ -266,6 +280,14 @@ def _forward_signals(proc: Any) -> Any:
             signal.signal(sig, handler)
 
     return restore
+
+
+def _in_foreground() -> bool:
+    """Whether this process is in the foreground process group of its terminal."""
+    try:
+        return os.tcgetpgrp(sys.stdin.fileno()) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class _Stream:
@@ -416,6 +438,8 @@ class _Sender:
         self.thread = threading.Thread(target=self._run, name="rxbus-run-sender", daemon=True)
         self.reached = False  # the server accepted something
         self.spooled = 0
+        self.lost = 0
+        self.error: Exception | None = None
         self.rejected: list[str] = []
 
     def start(self) -> None:
@@ -440,6 +464,11 @@ class _Sender:
             )
         for reason in self.rejected[:3]:
             print(f"rxbus run: server rejected an event: {reason}", file=sys.stderr)
+        if self.lost:
+            print(
+                f"rxbus run: {self.lost} event(s) neither delivered nor spooled: {self.error}",
+                file=sys.stderr,
+            )
 
     def _run(self) -> None:
         import queue
@@ -457,11 +486,19 @@ class _Sender:
                 except queue.Empty:
                     break
                 if more is None:
-                    self._send(batch)
+                    self._send_safely(batch)
                     return
                 batch.append(more)
                 size += len(more[1])
-            self._send(batch)
+            self._send_safely(batch)
+
+    def _send_safely(self, events: list[tuple[str, bytes]]) -> None:
+        """:meth:`_send`, never raising: a sender thread that died would block the build."""
+        try:
+            self._send(events)
+        except Exception as err:  # e.g. the spool's disk is full
+            self.lost += len(events)
+            self.error = err
 
     def _send(self, events: list[tuple[str, bytes]]) -> None:
         """POST ``(id, JSON)`` pairs; spool them when the server does not take them."""
@@ -480,5 +517,10 @@ class _Sender:
             self.rejected.append(result.reason())
             return
         for event_id, line in events:
-            self.spool.append(event_id, line)
-            self.spooled += 1
+            try:
+                self.spool.append(event_id, line)
+            except OSError as err:  # e.g. the disk is full: count it, keep the build going
+                self.lost += 1
+                self.error = err
+            else:
+                self.spooled += 1

@@ -108,10 +108,14 @@ def test_command_killed_by_a_signal(tmp_path: Path) -> None:
     assert server.streams["stdout"].lines == 1
 
 
-@pytest.mark.parametrize("target", ["command", "monitor"])
-def test_sigterm_mid_run(tmp_path: Path, target: str) -> None:
-    """SIGTERM to the running command, or to rxbus run (which passes it on): done says SIGTERM,
-    exit code 143, and the output before it arrived."""
+@pytest.mark.parametrize(
+    ("target", "sig"),
+    [("command", signal.SIGTERM), ("monitor", signal.SIGTERM), ("monitor", signal.SIGINT)],
+    ids=["SIGTERM-to-command", "SIGTERM-to-monitor", "SIGINT-to-monitor"],
+)
+def test_signal_mid_run(tmp_path: Path, target: str, sig: signal.Signals) -> None:
+    """A signal to the running command, or to rxbus run (which passes it on, once): done names
+    the signal, the exit code is 128 + n, and the output before it arrived."""
     script = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
     with IngestCounter() as server:
         proc = subprocess.Popen(
@@ -130,16 +134,16 @@ def test_sigterm_mid_run(tmp_path: Path, target: str) -> None:
         try:
             wait_for(lambda: server.streams.get("stdout") is not None, 30, "the 'ready' line")
             pid = server.others[0]["data"]["pid"] if target == "command" else proc.pid
-            os.kill(pid, signal.SIGTERM)
+            os.kill(pid, sig)
             out, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
                 proc.kill()
-    assert proc.returncode == 143, err
+    assert proc.returncode == 128 + sig, err
     assert out == b"ready\n"
     done = server.others[-1]
     assert done["topic"] == "build.done"
-    assert (done["data"]["signal"], done["data"]["exit_code"]) == ("SIGTERM", 143)
+    assert (done["data"]["signal"], done["data"]["exit_code"]) == (sig.name, 128 + sig)
 
 
 def test_server_down_spools_then_serve_delivers(tmp_path: Path) -> None:
@@ -177,6 +181,23 @@ def test_server_down_spools_then_serve_delivers(tmp_path: Path) -> None:
     assert not Spool(spool).pending()
 
 
+def test_nowhere_to_put_events_still_runs_the_build(tmp_path: Path) -> None:
+    """Server down and the spool unwritable: the command still runs to its end, rxbus run exits
+    with its code, and says how many events were lost and why."""
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    result = subprocess.run(
+        run_cmd(f"http://127.0.0.1:{free_port()}", not_a_dir, sys.executable, "-c", SCRIPT),
+        capture_output=True,
+        env=child_env(),
+        timeout=60,
+    )
+    assert result.returncode == 3
+    assert result.stdout.endswith(b"linking (no newline)")
+    last = result.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith("rxbus run: ") and "neither delivered nor spooled" in last
+
+
 def test_bad_invocations(tmp_path: Path) -> None:
     """No command: usage error 2. Unknown command: 127 and one line. Bad topic: 2."""
     env = child_env()
@@ -194,6 +215,13 @@ def test_bad_invocations(tmp_path: Path) -> None:
         missing.stderr.decode().strip()
         == "rxbus run: error: command not found: 'no-such-command-xyz'"
     )
+    port = subprocess.run(
+        rxbus_cmd("run", "--url", "http://127.0.0.1:http", "--", "true"),
+        capture_output=True,
+        env=env,
+        timeout=30,
+    )
+    assert port.returncode == 2 and b"--url must look like" in port.stderr
     topic = subprocess.run(
         rxbus_cmd("run", "--topic", "bad topic", "--", "true"),
         capture_output=True,
