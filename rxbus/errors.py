@@ -14,6 +14,7 @@ __all__ = [
     "InvalidTopicError",
     "PayloadError",
     "PublishLoopError",
+    "PyeeError",
     "RxbusError",
     "SinkClosedError",
     "StoreError",
@@ -62,3 +63,8 @@ class SinkClosedError(RxbusError, RuntimeError):
 
 class PublishLoopError(RxbusError, RuntimeError):
     """A consumer's publish went round busy consumers too many times: a publish loop."""
+
+
+class PyeeError(RxbusError):
+    """An ``error`` event was emitted on a :mod:`rxbus.compat` emitter with no ``error`` listener
+    and a value that is not an exception (pyee's ``PyeeError``)."""

@@ -18,6 +18,7 @@ _COMMANDS = (
     "rxbus.cli.demo",
     "rxbus.cli.serve",
     "rxbus.cli.publish",
+    "rxbus.cli.run",
     "rxbus.cli.bench",
     "rxbus.cli.store",
 )
