@@ -96,11 +96,13 @@ class Outlet:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"page queue size must be an int >= 1, got {capacity!r}")
+            raise ValueError(
+                f"page queue size (--page-queue) must be an int >= 1, got {capacity!r}"
+            )
         policy = Overflow.parse(overflow)
         if policy is Overflow.BLOCK:
             raise ValueError(
-                "page overflow 'block' is refused: a slow page would hold up every publisher; "
+                "page overflow (--page-overflow) 'block' is refused: a slow page would hold up every publisher; "
                 "use drop_oldest, drop_newest, latest or error"
             )
         self.capacity = capacity
