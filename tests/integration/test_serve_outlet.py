@@ -210,3 +210,49 @@ def test_a_client_that_stops_acknowledging_costs_bounded_memory(tmp_path: Path) 
     received = [i for i in items if "gap" not in i]
     assert len(received) == total - counts["client_dropped"]
     assert received[-1]["data"]["n"] == total - 1
+
+
+class TestMissed:
+    """What a client resuming by ``last_id`` gets: the newest events and an exact gap."""
+
+    @pytest.mark.parametrize("with_store", [False, True], ids=["memory", "sqlite"])
+    def test_newest_events_and_the_exact_gap_before_them(
+        self, tmp_path: Path, with_store: bool
+    ) -> None:
+        from rxbus import EventBus
+        from rxbus.server.app import RxbusServer
+        from rxbus.sinks import SQLiteStore
+
+        with EventBus(history=1000) as bus:
+            store = SQLiteStore(tmp_path / "events.sqlite") if with_store else None
+            if store is not None:
+                bus.subscribe(store, mode="sync", name="store")
+            server = RxbusServer(ServerConfig(port=0, store=None), bus=bus, store=store)
+            sent = [bus.publish(f"m.t{n % 2}", {"n": n}) for n in range(50)]
+            shown, gap = server.missed("m.**", sent[4].id, limit=10)
+            assert shown == sent[40:]
+            assert gap == {
+                "count": 35,
+                "from": {"id": sent[5].id, "timestamp": sent[5].timestamp.isoformat()},
+                "to": {"id": sent[39].id, "timestamp": sent[39].timestamp.isoformat()},
+            }
+            odd = [e for e in sent if e.topic == "m.t1"]
+            shown, gap = server.missed("m.t1", odd[0].id, limit=30)
+            assert (shown, gap) == (odd[1:], None)
+            if store is not None:
+                assert store.count("m.t1", after=odd[0].id, until=odd[9].id) == 9
+                store.close()
+
+    def test_without_a_store_an_id_older_than_memory_is_an_open_gap(self) -> None:
+        """The server cannot count what it no longer remembers: it says "at least"."""
+        from rxbus import EventBus
+        from rxbus.server.app import RxbusServer
+
+        with EventBus(history=20) as bus:
+            server = RxbusServer(ServerConfig(port=0, store=None), bus=bus)
+            gone = bus.publish("m.x")
+            sent = [bus.publish("m.x", {"n": n}) for n in range(30)]
+            shown, gap = server.missed("m.x", gone.id, limit=5)
+            assert shown == sent[-5:]
+            assert gap is not None and gap["at_least"] is True and gap["count"] == 15
+            assert gap["from"]["id"] == sent[10].id
