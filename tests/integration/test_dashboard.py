@@ -101,11 +101,11 @@ def until(page: Any, expression: str, timeout_ms: int = WAIT_MS) -> Any:
 
 
 def row(page: Any, event_id: str) -> Any:
-    return page.wait_for_selector(f'#event-rows tr[data-id="{event_id}"]', timeout=WAIT_MS)
+    return page.wait_for_selector(f'#event-rows [data-id="{event_id}"]', timeout=WAIT_MS)
 
 
 def cells(page: Any, event_id: str) -> list[str]:
-    return [td.text_content() for td in row(page, event_id).query_selector_all("td")]
+    return [cell.text_content() for cell in row(page, event_id).query_selector_all("span")]
 
 
 class TestLiveEvents:
@@ -152,11 +152,11 @@ class TestLiveEvents:
         row(page, before.id)  # shown from history on start
         page.fill("#pattern", "dash.keep.*")
         page.click("#filter button")
-        page.wait_for_selector(f'#event-rows tr[data-id="{before.id}"]', state="detached")
+        page.wait_for_selector(f'#event-rows [data-id="{before.id}"]', state="detached")
         kept, dropped = Event(topic="dash.keep.me"), Event(topic="dash.drop.me")
         server.post([dropped.to_dict(), kept.to_dict()])
         row(page, kept.id)
-        assert page.query_selector(f'#event-rows tr[data-id="{dropped.id}"]') is None
+        assert page.query_selector(f'#event-rows [data-id="{dropped.id}"]') is None
         assert "pattern=dash.keep.*" in page.url
 
     def test_pause_holds_events_and_resume_shows_them(
@@ -167,7 +167,7 @@ class TestLiveEvents:
         held = [Event(topic="dash.paused", data={"n": n}) for n in range(4)]
         server.post([e.to_dict() for e in held])
         until(page, "document.getElementById('waiting').textContent.startsWith('4 waiting')")
-        assert page.query_selector_all("#event-rows tr") == []
+        assert page.query_selector_all("#event-rows > .row") == []
         page.click("#pause")
         for event in held:
             row(page, event.id)
@@ -193,8 +193,8 @@ class TestLiveEvents:
         # reconnect backoff on a busy machine, then the exact outcome is asserted.
         page.wait_for_selector('#status[data-state="connected"]', timeout=RECONNECT_MS)
         until(page, "window.__rxbus.received === 4", RECONNECT_MS)
-        until(page, "document.querySelectorAll('#event-rows td.data').length === 4")
-        datas = [td.text_content() for td in page.query_selector_all("#event-rows td.data")]
+        until(page, "document.querySelectorAll('#event-rows .data').length === 4")
+        datas = [td.text_content() for td in page.query_selector_all("#event-rows .data")]
         assert sorted(datas) == [f'{{"n":{n}}}' for n in range(4)]
         assert page.text_content("#reconnects") == "1"
         assert page.text_content("#received") == "4"
@@ -272,7 +272,7 @@ class TestCounts:
             until(
                 page,
                 f"window.__rxbus.pattern === {json.dumps(pattern)} && "
-                "document.querySelectorAll('#event-rows tr[data-id]').length === 3 && "
+                "document.querySelectorAll('#event-rows [data-id]').length === 3 && "
                 "document.querySelectorAll('#rate-rows tr').length === 1",
             )
             assert page.text_content("#received") == "3", pattern
@@ -298,7 +298,7 @@ class TestCounts:
         text = f"4,000 events not shown, from {short_time(missed[0])} to {short_time(missed[3999])}"
         assert page.text_content("#gap-note") == text  # older than the 500 rows the table keeps
         # The newest missed event is the newest row.
-        assert page.get_attribute("#event-rows tr:first-child", "data-id") == missed[-1].id
+        assert page.get_attribute("#event-rows > :first-child", "data-id") == missed[-1].id
         until(page, "document.querySelector('#rate-rows td.total')?.textContent === '5001'")
         assert page_totals(page) == server_totals(server) == {"dash.burst": 5001}
         assert page.text_content("#reconnects") == "1"
@@ -358,8 +358,8 @@ class TestAtSpeed:
             assert len(state["inserts"]) <= state["frames"]
             assert state["drawn"] + state["sampledOut"] == state["received"]
             assert state["sampledOut"] > 0
-            assert page.eval_on_selector_all("#event-rows tr", "rows => rows.length") <= 500
-            assert page.eval_on_selector_all("#event-rows tr.fresh", "rows => rows.length") <= 3
+            assert page.eval_on_selector_all("#event-rows > .row", "rows => rows.length") <= 500
+            assert page.eval_on_selector_all("#event-rows .fresh", "rows => rows.length") <= 3
             # The sampled view was shown and then gave way to the live view.
             assert "sampled" in state["modes"] and state["modes"][-2] == "live"
             assert page.get_attribute("#mode", "data-mode") == "live"

@@ -31,7 +31,8 @@
     pattern: params.get("pattern") || "**",
     lastId: null,
     seen: new Set(),
-    seenOrder: [],
+    seenOrder: new Array(MAX_SEEN), // a ring: the oldest id is forgotten first
+    seenNext: 0,
     paused: false,
     waiting: 0, // events received while paused
     received: 0, // distinct events received for this pattern
@@ -166,9 +167,12 @@
 
   function remember(id) {
     if (state.seen.has(id)) return false;
+    const order = state.seenOrder;
+    const old = order[state.seenNext];
+    if (old !== undefined) state.seen.delete(old);
+    order[state.seenNext] = id;
+    state.seenNext = (state.seenNext + 1) % MAX_SEEN;
     state.seen.add(id);
-    state.seenOrder.push(id);
-    if (state.seenOrder.length > MAX_SEEN) state.seen.delete(state.seenOrder.shift());
     return true;
   }
 
@@ -197,10 +201,10 @@
   function queueRow(item) {
     const pending = state.pending;
     pending.push(item);
-    if (pending.length > MAX_ROWS) {
-      // Older than anything the table could still show once the newer ones are drawn.
-      const old = pending.shift();
-      if (!old.gap) state.sampledOut += 1;
+    if (pending.length >= 2 * MAX_ROWS) {
+      // The older half can no longer be shown once the newer ones are drawn.
+      const old = pending.splice(0, pending.length - MAX_ROWS);
+      for (const o of old) if (!o.gap) state.sampledOut += 1;
       state.busyUntil = performance.now() + SAMPLED_HOLD_MS;
     }
   }
@@ -212,17 +216,21 @@
   }
 
   function cell(row, text, className) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    if (className) td.className = className;
-    row.appendChild(td);
+    // Event rows are grid rows of spans; the small topics table is a real table.
+    const inTable = row.tagName === "TR";
+    const el = document.createElement(inTable ? "td" : "span");
+    if (!inTable) el.setAttribute("role", "cell");
+    el.textContent = text;
+    if (className) el.className = className;
+    row.appendChild(el);
   }
 
   function eventRow(event, fresh) {
-    const row = document.createElement("tr");
+    const row = document.createElement("div");
+    row.setAttribute("role", "row");
     row.dataset.id = event.id;
     row.dataset.topic = String(event.topic);
-    if (fresh) row.className = "fresh";
+    row.className = fresh ? "row fresh" : "row";
     cell(row, shortTime(event.timestamp), "time");
     cell(row, String(event.topic), "topic");
     cell(row, String(event.type), "type");
@@ -233,12 +241,13 @@
   }
 
   function gapRow(text) {
-    const row = document.createElement("tr");
-    row.className = "gap";
-    const td = document.createElement("td");
-    td.colSpan = 6;
-    td.textContent = text;
-    row.appendChild(td);
+    const row = document.createElement("div");
+    row.setAttribute("role", "row");
+    row.className = "row gap";
+    const span = document.createElement("span");
+    span.setAttribute("role", "cell");
+    span.textContent = text;
+    row.appendChild(span);
     return row;
   }
 
@@ -392,7 +401,8 @@
     state.pattern = pattern;
     state.lastId = null;
     state.seen.clear();
-    state.seenOrder = [];
+    state.seenOrder = new Array(MAX_SEEN);
+    state.seenNext = 0;
     state.pending = [];
     state.waiting = 0;
     state.received = 0;
