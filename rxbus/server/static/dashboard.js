@@ -6,9 +6,9 @@
 // Keeping up at any rate: the server sends events in batches, one at a time, and waits for this
 // page to acknowledge each one; what the page cannot take waits in a bounded queue on the server,
 // and what that queue drops arrives here as a gap ("n events not shown, from ... to ..."). The
-// page draws at most once per animation frame and at most ROWS_PER_FRAME rows per frame; when
-// more arrive it says so and shows a sample (the newest rows), while the topic totals and rates
-// come from the server's own counters and stay exact. On every (re)connect it subscribes again
+// page draws at most once per animation frame and ten times a second, at most ROWS_PER_DRAW
+// rows each time; when more arrive it says so and shows a sample (the newest rows), while the
+// topic totals and rates come from the server's own counters and stay exact. On every (re)connect it subscribes again
 // with the id of the last event it saw: the server sends the newest missed events and, for the
 // rest, an exact gap. Events are dropped by id, so a repeat never counts or shows twice.
 (function () {
@@ -16,7 +16,8 @@
 
   const MAX_ROWS = 500;
   const MAX_SEEN = 20000;
-  const ROWS_PER_FRAME = 25;
+  const ROWS_PER_DRAW = 50;
+  const DRAW_INTERVAL_MS = 100; // at most 10 draws a second, each in an animation frame
   const SAMPLED_HOLD_MS = 2000; // sampled view stays this long after the last busy frame
   const RATE_WINDOW_MS = 10000;
   const HISTORY_ON_START = 100;
@@ -45,6 +46,7 @@
     mode: "live",
     busyUntil: 0,
     frameRequested: false,
+    lastDraw: 0,
     drawAll: false, // the next frame draws up to MAX_ROWS (after a resume)
     subscribing: false,
     held: [], // batches that arrived before the subscribe ack (newer than what it carries)
@@ -212,7 +214,9 @@
   function scheduleDraw() {
     if (state.frameRequested) return;
     state.frameRequested = true;
-    requestAnimationFrame(draw);
+    const wait = state.lastDraw + DRAW_INTERVAL_MS - performance.now();
+    if (wait > 0) setTimeout(() => requestAnimationFrame(draw), wait);
+    else requestAnimationFrame(draw);
   }
 
   function cell(row, text, className) {
@@ -251,17 +255,18 @@
     return row;
   }
 
-  // One draw per animation frame, whatever the event rate: the newest ROWS_PER_FRAME rows
-  // go in as one fragment at the top; the rest of this frame's events are counted as sampled.
+  // At most one draw per animation frame and DRAW_INTERVAL_MS, whatever the event rate: the
+  // newest ROWS_PER_DRAW rows go in as one fragment at the top; the rest are counted as sampled.
   function draw() {
     state.frameRequested = false;
     state.frames += 1;
     const now = performance.now();
+    state.lastDraw = now;
     if (!state.paused && state.pending.length) {
       const pending = state.pending;
       state.pending = [];
       let events = 0;
-      const budget = state.drawAll ? MAX_ROWS : ROWS_PER_FRAME;
+      const budget = state.drawAll ? MAX_ROWS : ROWS_PER_DRAW;
       state.drawAll = false;
       const chosen = [];
       for (let i = pending.length - 1; i >= 0; i--) {
