@@ -227,21 +227,27 @@ def measure_rate(root: Path, rate: int, seconds: float, browser: Any) -> dict[st
     }
 
 
-def measure_stuck(root: Path, rate: int, seconds: float, browser: Any) -> dict[str, Any]:
-    """Publish at ``rate`` while the page's main thread is blocked; sample server RSS."""
+def measure_stuck(
+    root: Path, rate: int, seconds: float, browser: Any, *, with_page: bool = True
+) -> dict[str, Any]:
+    """Publish at ``rate`` while the page's main thread is blocked; sample server RSS.
+
+    ``with_page=False`` measures the same without any page: the server's own growth.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(root, Path(tmp))
         try:
             context = browser.new_context()
-            page = context.new_page()
-            page.goto(server.url + "/")
-            page.wait_for_selector('#status[data-state="connected"]', timeout=15_000)
+            if with_page:
+                page = context.new_page()
+                page.goto(server.url + "/")
+                page.wait_for_selector('#status[data-state="connected"]', timeout=15_000)
+                block_ms = int((seconds + 2) * 1000)
+                page.evaluate(
+                    f"setTimeout(() => {{ const end = Date.now() + {block_ms}; "
+                    "while (Date.now() < end); })"
+                )
             samples = [rss_mb(server.proc.pid)]
-            block_ms = int((seconds + 2) * 1000)
-            page.evaluate(
-                f"setTimeout(() => {{ const end = Date.now() + {block_ms}; "
-                "while (Date.now() < end); })"
-            )
             publisher = start_publisher(server.url, rate, seconds)
             while publisher.poll() is None:
                 time.sleep(1)
@@ -258,6 +264,7 @@ def measure_stuck(root: Path, rate: int, seconds: float, browser: Any) -> dict[s
     return {
         "rate": rate,
         "seconds": seconds,
+        "page": with_page,
         "sent": published["sent"],
         "rss_mb_start": round(samples[0], 1),
         "rss_mb_max": round(max(samples), 1),
@@ -294,6 +301,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--root", type=Path, default=ROOT, help="checkout whose server to run")
     parser.add_argument("--stuck", type=float, default=0, help="seconds of a blocked page")
+    parser.add_argument("--no-page", action="store_true", help="with --stuck: no page at all")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -311,7 +319,9 @@ def main() -> int:
         )
         try:
             if args.stuck:
-                result = measure_stuck(args.root, rates[0], args.stuck, browser)
+                result = measure_stuck(
+                    args.root, rates[0], args.stuck, browser, with_page=not args.no_page
+                )
                 print(json.dumps(result), flush=True)
                 results.append(result)
             else:
