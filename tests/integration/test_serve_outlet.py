@@ -256,3 +256,73 @@ class TestMissed:
             assert shown == sent[-5:]
             assert gap is not None and gap["at_least"] is True and gap["count"] == 15
             assert gap["from"]["id"] == sent[10].id
+
+
+@pytest.mark.timeout(120)
+def test_overflow_error_disconnects_the_client_that_fell_behind(tmp_path: Path) -> None:
+    """--page-overflow error: a client that cannot keep up is disconnected (it resumes by id)."""
+    with ServeProcess(tmp_path, args=("--page-queue", "10", "--page-overflow", "error")) as server:
+
+        async def main() -> tuple[list[str], dict[str, Any]]:
+            client = socketio.AsyncClient(reconnection=False)
+            stuck = asyncio.Event()
+            gone = asyncio.Event()
+            reasons: list[str] = []
+
+            async def on_events(batch: dict[str, Any]) -> None:
+                await stuck.wait()  # never acknowledges
+
+            async def on_disconnect(reason: Any = None) -> None:
+                reasons.append(str(reason))
+                gone.set()
+
+            client.on("events", on_events)
+            client.on("disconnect", on_disconnect)
+            await client.connect(server.url, wait_timeout=10)
+            assert (await client.call("subscribe", {"pattern": "err.*", "batch": True}))["ok"]
+            loop = asyncio.get_running_loop()
+            for start in range(0, 100, 20):
+                body = [
+                    Event(topic="err.x", data={"n": n}).to_dict() for n in range(start, start + 20)
+                ]
+                status, _ = await loop.run_in_executor(None, server.post, body)
+                assert status == 200
+            await asyncio.wait_for(gone.wait(), 30)
+            status, raw = await loop.run_in_executor(None, server.get, "/api/stats")
+            return reasons, json.loads(raw)["server"]
+
+        reasons, counts = asyncio.run(main())
+    assert reasons and counts["clients"] == 0
+    assert "fell 10 events behind" in server.log()
+
+
+def test_events_published_from_another_thread_reach_a_page() -> None:
+    """The served bus may be published to from any thread; the loop owns the outlets."""
+    from rxbus import EventBus
+    from rxbus.server.app import RxbusServer
+
+    async def main() -> list[dict[str, Any]]:
+        bus = EventBus(name="threads")
+        server = RxbusServer(ServerConfig(port=0, store=None), bus=bus)
+        await server.start()
+        client = socketio.AsyncClient(reconnection=False)
+        got: list[dict[str, Any]] = []
+        client.on("events", lambda batch: got.extend(batch["events"]))
+        try:
+            await client.connect(server.url, wait_timeout=10)
+            assert (await client.call("subscribe", {"pattern": "th.*", "batch": True}))["ok"]
+            loop = asyncio.get_running_loop()
+            for n in range(50):
+                await loop.run_in_executor(None, lambda n=n: bus.publish("th.x", {"n": n}))
+            deadline = loop.time() + 10
+            while len(got) < 50:
+                assert loop.time() < deadline, f"got {len(got)} of 50"
+                await asyncio.sleep(0.02)
+            return got
+        finally:
+            await client.disconnect()
+            await server.stop()
+            await bus.aclose()
+
+    got = asyncio.run(main())
+    assert [e["data"]["n"] for e in got] == list(range(50))
