@@ -499,17 +499,32 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         row = self._reader().execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         return None if row is None else str(row[0])
 
-    def count(self, pattern: str = "**") -> int:
-        """How many stored events match ``pattern``."""
+    def count(
+        self, pattern: str = "**", *, after: str | None = None, until: str | None = None
+    ) -> int:
+        """How many stored events match ``pattern``.
+
+        Args:
+            pattern: a topic pattern.
+            after: an event id: count only events stored after it (as :meth:`query`).
+            until: an event id: count only events up to and including it.
+        """
         validate_pattern(pattern)
         conn = self._reader()
-        if pattern == "**":
-            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-        return int(
-            conn.execute(
-                "SELECT count(*) FROM events WHERE rxbus_matches(?, topic)", (pattern,)
-            ).fetchone()[0]
-        )
+        where: list[str] = []
+        params: list[Any] = []
+        if pattern != "**":
+            where.append("rxbus_matches(?, topic)")
+            params.append(pattern)
+        for bound, value in (("after", after), ("until", until)):
+            if value is not None:
+                clause, args = self._bound(conn, bound, value)
+                where.append(clause)
+                params += args
+        sql = "SELECT count(*) FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        return int(conn.execute(sql, params).fetchone()[0])
 
     def __iter__(self) -> Iterator[Event]:
         """Every stored event, oldest first."""

@@ -59,6 +59,18 @@ def register(subparsers: Any) -> None:
         help="spool directory of 'rxbus publish' to deliver (default: the same as publish's; "
         "'none' to skip)",
     )
+    p.add_argument(
+        "--page-queue",
+        type=int,
+        default=10_000,
+        help="most events queued for one slow dashboard or client (default 10000)",
+    )
+    p.add_argument(
+        "--page-overflow",
+        default="drop_oldest",
+        help="what a full client queue does: drop_oldest (default), drop_newest, latest or "
+        "error (disconnect it); drops are counted and told to that client",
+    )
     p.set_defaults(func=run)
 
 
@@ -85,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         max_body=args.max_body,
         max_event_bytes=args.max_event_bytes,
         spool=None if spool.lower() == "none" else spool,
+        page_queue=args.page_queue,
+        page_overflow=args.page_overflow,
     )
     try:
         config.check()

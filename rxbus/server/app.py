@@ -2,8 +2,11 @@
 
 Events arrive by HTTP (``POST /events``) or Socket.IO (``publish``), are validated as a whole
 request, deduplicated by id, published on the bus, stored, and only then acknowledged; a bus
-consumer broadcasts each one to the Socket.IO rooms whose pattern matches its topic. See the
-wire protocol in :mod:`rxbus.server`.
+consumer offers each one to the bounded outlet (:class:`rxbus.server.outlet.Outlet`) of every
+client whose pattern matches its topic, and one task per client sends what is queued: in
+acknowledged batches to a page that asked for them (so a slow page is never sent more than one
+batch ahead, and its heartbeats never wait behind a backlog), else one message per event. See
+the wire protocol in :mod:`rxbus.server`.
 
     >>> import asyncio
     >>> async def main():
@@ -23,6 +26,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +38,9 @@ from aiohttp import web
 
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
+from rxbus.policies import Overflow
 from rxbus.server.ingest import Rejected, events_from_body, events_from_payload
+from rxbus.server.outlet import Gap, Outlet
 from rxbus.topics import compile_pattern, validate_pattern
 
 __all__ = ["NotStored", "RxbusServer", "ServerConfig", "is_loopback"]
@@ -44,7 +50,10 @@ log = logging.getLogger("rxbus.server")
 STATIC = Path(__file__).with_name("static")
 _SPOOL_INTERVAL = 2.0  # seconds between scans of the local spool while serving
 _DEAD_ROOM = ":dead_letters"  # pattern rooms are "p:<pattern>"; ":" never starts one
-_MAX_MISSED = 1000  # most events a subscribe ack carries
+_MAX_MISSED = 1000  # most events a subscribe ack carries; older missed ones become a gap
+_BATCH = 1000  # most events in one "events" message to a page
+_STATS_INTERVAL = 1.0  # seconds between "stats" messages to pages
+_DEAD_QUEUE = 1000  # dead letters waiting to be broadcast; more are counted, not queued
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +71,9 @@ class ServerConfig:
         history: events the bus keeps in memory for clients when there is no store.
         dedupe_ids: most event ids remembered in memory for dedupe (older ones are looked up
             in the store).
+        page_queue: most events queued for one client that reads slower than events arrive.
+        page_overflow: what a client's full queue does (an :class:`rxbus.Overflow` or its
+            name; ``block`` is refused): the drops are counted and told to that client.
     """
 
     host: str = "127.0.0.1"
@@ -73,6 +85,8 @@ class ServerConfig:
     spool: str | None = None
     history: int = 1000
     dedupe_ids: int = 1_000_000
+    page_queue: int = 10_000
+    page_overflow: Overflow | str = Overflow.DROP_OLDEST
 
     def check(self) -> None:
         """Refuse unsafe or impossible settings.
@@ -95,6 +109,7 @@ class ServerConfig:
             raise ValueError(
                 f"max event bytes (--max-event-bytes) must be >= 1, got {self.max_event_bytes}"
             )
+        Outlet(self.page_queue, self.page_overflow)  # raises naming a bad size or policy
 
 
 def is_loopback(host: str) -> bool:
@@ -150,10 +165,13 @@ class RxbusServer:
         self._store = store
         self._own_store = store is None
         self._seen = _SeenIds(config.dedupe_ids)
-        self._patterns: dict[str, tuple[int, Callable[[str], bool]]] = {}
-        self._sid_patterns: dict[str, set[str]] = {}
-        self._rooms_by_topic: dict[str, list[str]] = {}
-        self._outbox: asyncio.Queue[tuple[str, Any, Any]] | None = None
+        self._matchers: dict[str, Callable[[str], bool]] = {}
+        self._clients: dict[str, _Client] = {}
+        self._clients_by_topic: dict[str, list[_Client]] = {}
+        self._dead_outbox: asyncio.Queue[DeadLetter] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self.dead_letters_unsent = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._ingest_lock: asyncio.Lock | None = None
         self._runner: web.AppRunner | None = None
@@ -189,7 +207,9 @@ class RxbusServer:
             OSError: if the address is in use.
         """
         loop = asyncio.get_running_loop()
-        self._outbox = asyncio.Queue()
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._dead_outbox = asyncio.Queue(_DEAD_QUEUE)
         self._ingest_lock = asyncio.Lock()
         if self._store is None and self.config.store:
             from rxbus.sinks import SQLiteStore
@@ -206,18 +226,12 @@ class RxbusServer:
             )
         if self._store is not None:
             self._bus.subscribe(self._store, mode="sync", name="store")
-        outbox = self._outbox
-        self._bus.subscribe(
-            lambda event: loop.call_soon_threadsafe(outbox.put_nowait, ("event", event, None)),
-            mode="sync",
-            name="socketio-broadcast",
-        )
+        self._bus.subscribe(self._on_bus_event, mode="sync", name="socketio-broadcast")
         self._dead_subscription = self._bus.dead_letters.subscribe(
-            lambda letter: loop.call_soon_threadsafe(
-                outbox.put_nowait, ("dead_letter", letter, None)
-            )
+            lambda letter: loop.call_soon_threadsafe(self._queue_dead_letter, letter)
         )
-        self._tasks.append(asyncio.create_task(self._broadcast()))
+        self._tasks.append(asyncio.create_task(self._broadcast_dead_letters()))
+        self._tasks.append(asyncio.create_task(self._send_stats()))
         if self.config.spool:
             await self.drain_spool()
             self._tasks.append(asyncio.create_task(self._watch_spool()))
@@ -238,9 +252,10 @@ class RxbusServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        for task in self._tasks:
+        pumps = [client.pump for client in self._clients.values() if client.pump is not None]
+        for task in [*self._tasks, *pumps]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *pumps, return_exceptions=True)
         self._tasks.clear()
         dead = getattr(self, "_dead_subscription", None)
         if dead is not None:
@@ -336,52 +351,154 @@ class RxbusServer:
             except Exception:  # pragma: no cover - a bad spool must not stop the server
                 log.exception("draining the spool failed; will retry")
 
-    # -- broadcast ---------------------------------------------------------------------------
+    # -- broadcast: one bounded outlet and one sending task per client -----------------------
 
-    async def _broadcast(self) -> None:
-        assert self._outbox is not None
-        outbox = self._outbox
-        while True:
-            kind, item, _ = await outbox.get()
-            try:
-                if kind == "event":
-                    rooms = self._rooms_for(item.topic)
-                    if rooms:
-                        await self.sio.emit("event", item.to_dict(), to=rooms)
-                else:
-                    await self.sio.emit("dead_letter", _dead_letter_dict(item), to=_DEAD_ROOM)
-            except Exception:  # pragma: no cover - one client's failure must not stop others
-                log.exception("broadcast of %s failed", kind)
-
-    def _rooms_for(self, topic: str) -> list[str]:
-        rooms = self._rooms_by_topic.get(topic)
-        if rooms is None:
-            rooms = [f"p:{p}" for p, (_, match) in self._patterns.items() if match(topic)]
-            if len(self._rooms_by_topic) > 16_384:
-                self._rooms_by_topic.clear()
-            self._rooms_by_topic[topic] = rooms
-        return rooms
-
-    def _join(self, sid: str, pattern: str) -> None:
-        mine = self._sid_patterns.setdefault(sid, set())
-        if pattern in mine:
-            return
-        mine.add(pattern)
-        count, match = self._patterns.get(pattern, (0, None))
-        self._patterns[pattern] = (count + 1, match or compile_pattern(pattern))
-        self._rooms_by_topic.clear()
-
-    def _leave(self, sid: str, pattern: str) -> None:
-        mine = self._sid_patterns.get(sid)
-        if not mine or pattern not in mine:
-            return
-        mine.discard(pattern)
-        count, match = self._patterns[pattern]
-        if count <= 1:
-            del self._patterns[pattern]
+    def _on_bus_event(self, event: Event) -> None:
+        # The server publishes on its loop; anything else that publishes on the bus (another
+        # thread) hands the event over to the loop, which owns the outlets.
+        if threading.get_ident() == self._loop_thread:
+            self._fan_out(event)
         else:
-            self._patterns[pattern] = (count - 1, match)
-        self._rooms_by_topic.clear()
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._fan_out, event)
+
+    def _fan_out(self, event: Event) -> None:
+        for client in self._clients_for(event.topic):
+            outlet = client.outlet
+            outlet.offer(event)
+            client.wake.set()
+
+    def _clients_for(self, topic: str) -> list[_Client]:
+        clients = self._clients_by_topic.get(topic)
+        if clients is None:
+            matchers = self._matchers
+            clients = [
+                c for c in self._clients.values() if any(matchers[p](topic) for p in c.patterns)
+            ]
+            if len(self._clients_by_topic) > 16_384:
+                self._clients_by_topic.clear()
+            self._clients_by_topic[topic] = clients
+        return clients
+
+    async def _pump(self, client: _Client) -> None:
+        """Send what the client's outlet holds: acknowledged batches, or one event at a time."""
+        outlet = client.outlet
+        loop = asyncio.get_running_loop()
+        while True:
+            await client.wake.wait()
+            client.wake.clear()
+            if outlet.failed:
+                # --page-overflow error: the client resumes from its last id when it reconnects.
+                log.warning(
+                    "client %s fell %d events behind (page overflow 'error'): disconnecting it",
+                    client.sid,
+                    outlet.capacity,
+                )
+                await self.sio.disconnect(client.sid)
+                return
+            while len(outlet):
+                items, waited = outlet.take(_BATCH if client.batch else 100)
+                try:
+                    if client.batch:
+                        acked: asyncio.Future[None] = loop.create_future()
+
+                        def done(*_: Any, acked: asyncio.Future[None] = acked) -> None:
+                            if not acked.done():
+                                acked.set_result(None)
+
+                        payload = {
+                            "events": [item.to_dict() for item in items],
+                            "waited": round(waited, 3),
+                            **self._lag(client),
+                        }
+                        await self.sio.emit("events", payload, to=client.sid, callback=done)
+                        # One batch in flight: the rest waits here, bounded, until the page
+                        # has taken this one, so pings are never queued behind a backlog.
+                        await acked
+                    else:
+                        for item in items:
+                            if isinstance(item, Gap):
+                                await self.sio.emit("dropped", item.to_dict()["gap"], to=client.sid)
+                            else:
+                                await self.sio.emit("event", item.to_dict(), to=client.sid)
+                        await asyncio.sleep(0)  # let ingest run between chunks
+                except Exception:  # pragma: no cover - one client's failure must not stop others
+                    log.exception("sending to client %s failed", client.sid)
+
+    def _lag(self, client: _Client) -> dict[str, Any]:
+        outlet = client.outlet
+        return {
+            "queued": outlet.queued,
+            "oldest_wait": round(outlet.oldest_wait(), 3),
+            "dropped": outlet.dropped,
+            "patterns": sorted(client.patterns),
+        }
+
+    async def _send_stats(self) -> None:
+        """Every second, tell each page the server's totals for its topics and how far behind."""
+        while True:
+            await asyncio.sleep(_STATS_INTERVAL)
+            pages = [c for c in self._clients.values() if c.batch and c.patterns]
+            if not pages:
+                continue
+            try:
+                totals = self._topic_totals()
+                for client in pages:
+                    await self.sio.emit(
+                        "stats",
+                        {"topics": self._matching(totals, client.patterns), **self._lag(client)},
+                        to=client.sid,
+                    )
+            except Exception:  # pragma: no cover - stats must not stop the server
+                log.exception("sending stats failed")
+
+    def _topic_totals(self) -> dict[str, int]:
+        topics = self._bus.metrics().get("topics", {})
+        return {t: int(c.get("published", 0)) for t, c in topics.items()}
+
+    def _matching(self, totals: dict[str, int], patterns: set[str]) -> dict[str, int]:
+        matchers = [self._matchers[p] for p in patterns if p in self._matchers]
+        out: dict[str, int] = {}
+        for topic, count in totals.items():
+            try:
+                if any(match(topic) for match in matchers):
+                    out[topic] = count
+            except ValueError:  # the bus's shared entry for topics past its limit
+                continue
+        return out
+
+    def _queue_dead_letter(self, letter: DeadLetter) -> None:
+        assert self._dead_outbox is not None
+        try:
+            self._dead_outbox.put_nowait(letter)
+        except asyncio.QueueFull:
+            self.dead_letters_unsent += 1  # still in bus.recent_dead_letters() and the logs
+
+    async def _broadcast_dead_letters(self) -> None:
+        assert self._dead_outbox is not None
+        outbox = self._dead_outbox
+        while True:
+            letter = await outbox.get()
+            try:
+                await self.sio.emit("dead_letter", _dead_letter_dict(letter), to=_DEAD_ROOM)
+            except Exception:  # pragma: no cover - one client's failure must not stop others
+                log.exception("broadcast of a dead letter failed")
+
+    def _join(self, client: _Client, pattern: str) -> None:
+        if pattern in client.patterns:
+            return
+        client.patterns.add(pattern)
+        if pattern not in self._matchers:
+            self._matchers[pattern] = compile_pattern(pattern)
+        self._clients_by_topic.clear()
+
+    def _leave(self, client: _Client, pattern: str) -> None:
+        if pattern not in client.patterns:
+            return
+        client.patterns.discard(pattern)
+        if not any(pattern in c.patterns for c in self._clients.values()):
+            self._matchers.pop(pattern, None)
+        self._clients_by_topic.clear()
 
     # -- history -----------------------------------------------------------------------------
 
@@ -556,7 +673,10 @@ class RxbusServer:
             "accepted": self.accepted,
             "duplicates": self.duplicates,
             "rejected": self.rejected,
-            "clients": sum(1 for _ in self._sid_patterns),
+            "clients": len(self._clients),
+            "client_sent": sum(c.outlet.sent for c in self._clients.values()),
+            "client_dropped": sum(c.outlet.dropped for c in self._clients.values()),
+            "client_queued": sum(c.outlet.queued for c in self._clients.values()),
         }
 
     # Socket.IO handlers. Each returns its acknowledgement.
@@ -568,12 +688,18 @@ class RxbusServer:
                 given.encode(), self.config.token.encode()
             ):
                 raise socketio.exceptions.ConnectionRefusedError("missing or wrong token")
-        self._sid_patterns.setdefault(sid, set())
+        client = _Client(sid, Outlet(self.config.page_queue, self.config.page_overflow))
+        self._clients[sid] = client
+        client.pump = asyncio.create_task(self._pump(client))
 
     async def _on_disconnect(self, sid: str, *_: Any) -> None:
-        for pattern in list(self._sid_patterns.get(sid, ())):
-            self._leave(sid, pattern)
-        self._sid_patterns.pop(sid, None)
+        client = self._clients.pop(sid, None)
+        if client is None:
+            return
+        for pattern in list(client.patterns):
+            self._leave(client, pattern)
+        if client.pump is not None:
+            client.pump.cancel()
 
     async def _on_publish(self, sid: str, payload: Any = None) -> Any:
         try:
@@ -589,11 +715,14 @@ class RxbusServer:
         return {"ok": True, "accepted": accepted, "duplicates": duplicates}
 
     async def _on_subscribe(self, sid: str, request: Any = None) -> dict[str, Any]:
-        if not isinstance(request, dict):
+        client = self._clients.get(sid)
+        if not isinstance(request, dict) or client is None:
             return {"ok": False, "error": "subscribe takes {'pattern': ..., 'last_id': ...}"}
         pattern = request.get("pattern", "**")
         last_id = request.get("last_id")
         history = request.get("history", 0)
+        batch = request.get("batch", False)
+        replace = request.get("replace", False)
         try:
             validate_pattern(pattern)
         except ValueError as err:
@@ -602,24 +731,88 @@ class RxbusServer:
             return {"ok": False, "error": f"last_id must be a string or null, got {last_id!r:.60}"}
         if not isinstance(history, int) or not 0 <= history <= _MAX_MISSED:
             return {"ok": False, "error": f"history must be 0..{_MAX_MISSED}, got {history!r:.60}"}
+        for name, flag in (("batch", batch), ("replace", replace)):
+            if not isinstance(flag, bool):
+                return {"ok": False, "error": f"{name} must be true or false, got {flag!r:.60}"}
+        if batch:
+            client.batch = True
+        if replace:
+            # The page changed its filter: what was queued for the old one is not wanted.
+            for old in list(client.patterns):
+                self._leave(client, old)
+            client.outlet.clear()
         # Join before reading the past: an event published in between then arrives twice
         # (the client drops it by id) rather than not at all.
-        await self.sio.enter_room(sid, f"p:{pattern}")
-        self._join(sid, pattern)
+        self._join(client, pattern)
+        reply: dict[str, Any] = {"ok": True, "missed": [], "gap": None}
+        if client.batch:
+            reply["topics"] = self._matching(self._topic_totals(), {pattern})
         if last_id is None and not history:
-            return {"ok": True, "missed": []}
+            return reply
         loop = asyncio.get_running_loop()
-        missed = await loop.run_in_executor(
-            None, lambda: self.history(pattern, last_id, _MAX_MISSED if last_id else history)
+        limit = _MAX_MISSED if last_id else history
+        missed, gap = await loop.run_in_executor(None, lambda: self.missed(pattern, last_id, limit))
+        reply["missed"] = [e.to_dict() for e in missed]
+        reply["gap"] = gap
+        return reply
+
+    def missed(
+        self, pattern: str, last_id: str | None, limit: int = _MAX_MISSED
+    ) -> tuple[list[Event], dict[str, Any] | None]:
+        """The newest ``limit`` events after ``last_id``, and a gap for the older ones.
+
+        A client resuming after a reconnect gets every missed event it can show, and for the
+        rest an exact count with the first and last of them, never a silent cut.
+
+        Returns:
+            The events, oldest first, and None or ``{"count", "from", "to"}`` (plus
+            ``"at_least": true`` when the server no longer remembers where ``last_id`` was:
+            no store and an id older than the in-memory history).
+        """
+        store = self._store
+        if store is not None:
+            store.flush()  # an event published before the client joined is read from the store
+            if last_id is None:
+                return list(store.latest(pattern, limit)), None
+            total = store.count(pattern, after=last_id)
+            if total <= limit:
+                return list(store.query(pattern, after=last_id, limit=limit)), None
+            shown = list(store.latest(pattern, limit))
+            [first] = store.query(pattern, after=last_id, limit=1)
+            last = store.latest(pattern, 2, until=shown[0].id)[0]
+            count = store.count(pattern, after=last_id, until=last.id)
+            return shown, _gap(count, first, last)
+        events = self._bus.history(pattern)
+        if last_id is None:
+            return events[-limit:] if limit else [], None
+        ids = [e.id for e in events]
+        lost_older = last_id not in ids
+        after = (
+            [e for e in events if e.id > last_id]
+            if lost_older
+            else events[ids.index(last_id) + 1 :]
         )
-        return {"ok": True, "missed": [e.to_dict() for e in missed]}
+        skipped, shown = after[:-limit], after[-limit:]
+        if not skipped and not lost_older:
+            return shown, None
+        if not skipped:
+            first = shown[0] if shown else None
+            gap: dict[str, Any] = {"count": 0, "at_least": True}
+            if first is not None:
+                gap["to"] = {"id": first.id, "timestamp": first.timestamp.isoformat()}
+            return shown, gap
+        gap = _gap(len(skipped), skipped[0], skipped[-1])
+        if lost_older:
+            gap["at_least"] = True
+        return shown, gap
 
     async def _on_unsubscribe(self, sid: str, request: Any = None) -> dict[str, Any]:
         pattern = request.get("pattern") if isinstance(request, dict) else None
         if not isinstance(pattern, str):
             return {"ok": False, "error": "unsubscribe takes {'pattern': ...}"}
-        self._leave(sid, pattern)
-        await self.sio.leave_room(sid, f"p:{pattern}")
+        client = self._clients.get(sid)
+        if client is not None:
+            self._leave(client, pattern)
         return {"ok": True}
 
     async def _on_dead_letters(self, sid: str, request: Any = None) -> dict[str, Any]:
@@ -639,6 +832,26 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+class _Client:
+    """One Socket.IO connection: its patterns, its outlet and the task that empties it."""
+
+    __slots__ = ("batch", "outlet", "patterns", "pump", "sid", "wake")
+
+    def __init__(self, sid: str, outlet: Outlet) -> None:
+        self.sid = sid
+        self.outlet = outlet
+        self.patterns: set[str] = set()
+        self.batch = False
+        self.wake = asyncio.Event()
+        self.pump: asyncio.Task[None] | None = None
+
+
+def _gap(count: int, first: Event, last: Event) -> dict[str, Any]:
+    gap = Gap(first)
+    gap.count, gap.last = count, last
+    return dict(gap.to_dict()["gap"])
 
 
 def _loopback_host(host_header: str) -> bool:

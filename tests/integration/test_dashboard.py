@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 WAIT_MS = 15_000
+RECONNECT_MS = 30_000  # a restarted server and the page's reconnect backoff, on a loaded machine
 XSS_DATA = {
     "html": "<script>window.__pwned = 'script'</script>",
     "img": "<img src=x onerror=\"window.__pwned = 'img'\">",
@@ -58,7 +62,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 720})
+    context = browser.new_context(viewport={"width": 1280, "height": 720}, timezone_id="UTC")
     p = context.new_page()
     errors: list[str] = []
     p.on("pageerror", lambda err: errors.append(str(err)))
@@ -80,12 +84,28 @@ def open_dashboard(page: Any, url: str) -> None:
     page.wait_for_selector('#status[data-state="connected"]', timeout=WAIT_MS)
 
 
+def until(page: Any, expression: str, timeout_ms: int = WAIT_MS) -> Any:
+    """Evaluate ``expression`` in the page until it is truthy, or fail at the deadline.
+
+    ``page.evaluate`` goes through the DevTools protocol, so the page's CSP (no eval) allows it
+    where ``wait_for_function`` with a string does not.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    while True:
+        value = page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_ms} ms: {expression} (got {value!r})")
+        page.wait_for_timeout(25)
+
+
 def row(page: Any, event_id: str) -> Any:
-    return page.wait_for_selector(f'#event-rows tr[data-id="{event_id}"]', timeout=WAIT_MS)
+    return page.wait_for_selector(f'#event-rows [data-id="{event_id}"]', timeout=WAIT_MS)
 
 
 def cells(page: Any, event_id: str) -> list[str]:
-    return [td.text_content() for td in row(page, event_id).query_selector_all("td")]
+    return [cell.text_content() for cell in row(page, event_id).query_selector_all("span")]
 
 
 class TestLiveEvents:
@@ -132,11 +152,11 @@ class TestLiveEvents:
         row(page, before.id)  # shown from history on start
         page.fill("#pattern", "dash.keep.*")
         page.click("#filter button")
-        page.wait_for_selector(f'#event-rows tr[data-id="{before.id}"]', state="detached")
+        page.wait_for_selector(f'#event-rows [data-id="{before.id}"]', state="detached")
         kept, dropped = Event(topic="dash.keep.me"), Event(topic="dash.drop.me")
         server.post([dropped.to_dict(), kept.to_dict()])
         row(page, kept.id)
-        assert page.query_selector(f'#event-rows tr[data-id="{dropped.id}"]') is None
+        assert page.query_selector(f'#event-rows [data-id="{dropped.id}"]') is None
         assert "pattern=dash.keep.*" in page.url
 
     def test_pause_holds_events_and_resume_shows_them(
@@ -146,11 +166,8 @@ class TestLiveEvents:
         page.click("#pause")
         held = [Event(topic="dash.paused", data={"n": n}) for n in range(4)]
         server.post([e.to_dict() for e in held])
-        page.wait_for_function(
-            "document.getElementById('waiting').textContent.startsWith('4 waiting')",
-            timeout=WAIT_MS,
-        )
-        assert page.query_selector_all("#event-rows tr") == []
+        until(page, "document.getElementById('waiting').textContent.startsWith('4 waiting')")
+        assert page.query_selector_all("#event-rows > .row") == []
         page.click("#pause")
         for event in held:
             row(page, event.id)
@@ -171,15 +188,212 @@ class TestLiveEvents:
                 "dash.live", "--data", f'{{"n": {n}}}', url=server.url, spool=server.spool_dir
             )
             assert result.returncode == 0
-        server.start()
-        page.wait_for_selector('#status[data-state="connected"]', timeout=WAIT_MS)
-        page.wait_for_function(
-            "document.querySelectorAll('#event-rows tr[data-topic=\"dash.live\"]').length >= 4",
-            timeout=WAIT_MS,
-        )
-        datas = [td.text_content() for td in page.query_selector_all("#event-rows td.data")]
+        server.start(timeout=60)
+        # Each step waits on its own condition with a deadline that allows for the page's
+        # reconnect backoff on a busy machine, then the exact outcome is asserted.
+        page.wait_for_selector('#status[data-state="connected"]', timeout=RECONNECT_MS)
+        until(page, "window.__rxbus.received === 4", RECONNECT_MS)
+        until(page, "document.querySelectorAll('#event-rows .data').length === 4")
+        datas = [td.text_content() for td in page.query_selector_all("#event-rows .data")]
         assert sorted(datas) == [f'{{"n":{n}}}' for n in range(4)]
         assert page.text_content("#reconnects") == "1"
+        assert page.text_content("#received") == "4"
+        assert page.text_content("#not-shown") == "0"
+
+
+def post_all(server: ServeProcess, events: list[Event], per_request: int = 50) -> None:
+    """POST ``events`` in order, ``per_request`` at a time, each answered 200."""
+    for start in range(0, len(events), per_request):
+        status, reply = server.post([e.to_dict() for e in events[start : start + per_request]])
+        assert status == 200, reply
+
+
+def server_totals(server: ServeProcess) -> dict[str, int]:
+    """The server's own per-topic counts (``GET /api/stats``)."""
+    status, body = server.get("/api/stats")
+    assert status == 200
+    return {t: c["published"] for t, c in json.loads(body)["topics"].items()}
+
+
+def server_counts(server: ServeProcess) -> dict[str, int]:
+    """The server's own counters, the per-client outlets' included."""
+    status, body = server.get("/api/stats")
+    assert status == 200
+    return dict(json.loads(body)["server"])
+
+
+def page_totals(page: Any) -> dict[str, int]:
+    """The totals the page shows in its Topics table."""
+    return {
+        r.get_attribute("data-topic"): int(r.query_selector("td.total").text_content())
+        for r in page.query_selector_all("#rate-rows tr")
+    }
+
+
+def short_time(event: Event) -> str:
+    """An event's time as the page shows it (the test browser runs in UTC)."""
+    return event.timestamp.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+# Records every text the flow indicators show and every batch of rows the page inserts, so a
+# test can tell what the page showed between two of its own checks.
+RECORDER = """
+window.__seen = { mode: [], lag: [], inserts: [], frames: 0 };
+(function count() { window.__seen.frames += 1; requestAnimationFrame(count); })();
+document.addEventListener("DOMContentLoaded", () => {
+  const seen = window.__seen;
+  const watch = (id, into) => new MutationObserver(() => {
+    const el = document.getElementById(id);
+    into.push(el.dataset.mode || el.dataset.behind || "", el.textContent);
+  }).observe(document.getElementById(id), { childList: true, characterData: true, subtree: true,
+                                             attributes: true });
+  watch("mode", seen.mode);
+  watch("lag", seen.lag);
+  new MutationObserver((records) => {
+    for (const r of records) {
+      const rows = [...r.addedNodes].filter((n) => n.dataset && n.dataset.id).length;
+      if (rows) seen.inserts.push(rows);
+    }
+  }).observe(document.getElementById("event-rows"), { childList: true });
+});
+"""
+
+
+class TestCounts:
+    def test_filter_changes_count_each_event_once(self, page: Any, server: ServeProcess) -> None:
+        """Issue 12 item 13: three events stay three events after three Filter presses."""
+        sent = [Event(topic="dash.count", data={"n": n}) for n in range(3)]
+        post_all(server, sent)
+        open_dashboard(page, server.url + "/")
+        until(page, "window.__rxbus.received === 3")
+        for pattern in ("dash.*", "dash.count", "**"):
+            page.fill("#pattern", pattern)
+            page.click("#filter button")
+            until(
+                page,
+                f"window.__rxbus.pattern === {json.dumps(pattern)} && "
+                "document.querySelectorAll('#event-rows [data-id]').length === 3 && "
+                "document.querySelectorAll('#rate-rows tr').length === 1",
+            )
+            assert page.text_content("#received") == "3", pattern
+            assert page_totals(page) == {"dash.count": 3}, pattern
+        assert page.errors == []
+
+    def test_reconnect_past_the_replay_cap_shows_an_exact_gap(
+        self, page: Any, server: ServeProcess
+    ) -> None:
+        """5,000 events missed while offline: the newest 1,000 arrive, 4,000 are an exact gap."""
+        first = Event(topic="dash.burst", data={"n": -1})
+        open_dashboard(page, server.url + "/")
+        post_all(server, [first])
+        row(page, first.id)
+        page.context.set_offline(True)  # the page cannot reconnect until we say so
+        page.evaluate("window.__rxbus.socket.io.engine.close()")
+        page.wait_for_selector('#status[data-state="disconnected"]', timeout=WAIT_MS)
+        missed = [Event(topic="dash.burst", data={"n": n}) for n in range(5000)]
+        post_all(server, missed, per_request=100)
+        page.context.set_offline(False)
+        until(page, "window.__rxbus.received === 1001", RECONNECT_MS)
+        until(page, "document.getElementById('not-shown').textContent === '4000'")
+        text = f"4,000 events not shown, from {short_time(missed[0])} to {short_time(missed[3999])}"
+        assert page.text_content("#gap-note") == text  # older than the 500 rows the table keeps
+        # The newest missed event is the newest row.
+        assert page.get_attribute("#event-rows > :first-child", "data-id") == missed[-1].id
+        until(page, "document.querySelector('#rate-rows td.total')?.textContent === '5001'")
+        assert page_totals(page) == server_totals(server) == {"dash.burst": 5001}
+        assert page.text_content("#reconnects") == "1"
+        assert page.errors == []
+
+
+class TestAtSpeed:
+    def test_fast_publisher_and_a_forced_reconnect_leave_exact_counts(
+        self, page: Any, tmp_path: Path
+    ) -> None:
+        """20,000 events faster than the page draws and a reconnect midway: every event is
+        received or counted in a visible gap, the totals are the server's, rows come in
+        batches of at most 50 per frame, and the sampled view comes and goes."""
+        page.add_init_script(RECORDER)
+        with ServeProcess(tmp_path, args=("--page-queue", "500")) as server:
+            open_dashboard(page, server.url + "/")
+            sent = [Event(topic=f"dash.fast.t{n % 4}", data={"n": n}) for n in range(20_000)]
+            progress = {"posted": 0}
+
+            def publisher() -> None:
+                for start in range(0, len(sent), 100):
+                    post_all(server, sent[start : start + 100], per_request=100)
+                    progress["posted"] = start + 100
+
+            thread = threading.Thread(target=publisher)
+            thread.start()
+            try:
+                until(page, "window.__rxbus.received > 2000", 60_000)
+                page.evaluate("window.__rxbus.socket.io.engine.close()")
+            finally:
+                thread.join(120)
+            assert not thread.is_alive() and progress["posted"] == 20_000
+            until(
+                page,
+                "window.__rxbus.received + window.__rxbus.notShown === 20000 && "
+                "window.__rxbus.pending.length === 0 && window.__rxbus.mode === 'live'",
+                60_000,
+            )
+            until(page, "[...window.__rxbus.totals.values()].reduce((a, b) => a + b, 0) === 20000")
+            state = page.evaluate(
+                "({received: __rxbus.received, notShown: __rxbus.notShown, "
+                "reconnects: __rxbus.reconnects, sampledOut: __rxbus.sampledOut, "
+                "drawn: __rxbus.drawn, frames: __seen.frames, inserts: __seen.inserts, "
+                "modes: __seen.mode})"
+            )
+            assert state["reconnects"] == 1
+            assert state["received"] + state["notShown"] == 20_000
+            shown = {t: n for t, n in server_totals(server).items() if t.startswith("dash.fast")}
+            assert shown == {f"dash.fast.t{k}": 5000 for k in range(4)}
+            until(page, "document.querySelectorAll('#rate-rows tr').length === 4")
+            assert page_totals(page) == shown
+            if state["notShown"]:
+                assert "events not shown" in page.text_content("#gap-note")
+            assert page.text_content("#received") == str(state["received"])
+            # Drawn in batches: one insert of at most 50 rows per frame, a sample of the rest.
+            assert max(state["inserts"]) <= 50
+            assert len(state["inserts"]) <= state["frames"]
+            assert state["drawn"] + state["sampledOut"] == state["received"]
+            assert state["sampledOut"] > 0
+            assert page.eval_on_selector_all("#event-rows > .row", "rows => rows.length") <= 500
+            assert page.eval_on_selector_all("#event-rows .fresh", "rows => rows.length") <= 3
+            # The sampled view was shown and then gave way to the live view.
+            assert "sampled" in state["modes"] and state["modes"][-2] == "live"
+            assert page.get_attribute("#mode", "data-mode") == "live"
+            assert page.errors == []
+
+    def test_a_page_that_stops_reading_is_told_how_far_behind_and_what_it_lost(
+        self, page: Any, tmp_path: Path
+    ) -> None:
+        """The page's main thread blocks for 3 s while 3,000 events arrive: the server keeps
+        at most 200 for it, drops the rest counted, and the page shows the lag and the gap."""
+        page.add_init_script(RECORDER)
+        with ServeProcess(tmp_path, args=("--page-queue", "200")) as server:
+            open_dashboard(page, server.url + "/")
+            sent = [Event(topic="dash.stuck", data={"n": n}) for n in range(3000)]
+            # Block the page's main thread (it reads nothing, acknowledges nothing) for 3 s.
+            page.evaluate(
+                "setTimeout(() => { const end = Date.now() + 3000; while (Date.now() < end); })"
+            )
+            post_all(server, sent, per_request=100)
+            until(page, "window.__rxbus.received + window.__rxbus.notShown === 3000", 30_000)
+            received = page.evaluate("window.__rxbus.received")
+            not_shown = page.evaluate("window.__rxbus.notShown")
+            assert not_shown >= 3000 - 200 - 1000 > 0  # a 1,000-event batch may be in flight
+            counts = server_counts(server)
+            assert counts["client_dropped"] == not_shown
+            assert counts["client_sent"] == received
+            assert counts["client_queued"] == 0
+            until(page, "document.getElementById('not-shown').textContent !== '0'")
+            assert "events not shown, from" in page.text_content("#gap-note")
+            lag = page.evaluate("window.__seen.lag")
+            assert any(t.startswith("behind: ") and " events, " in t for t in lag), lag
+            until(page, "document.getElementById('lag').dataset.behind === 'no'")
+            assert page.text_content("#lag") == "up to date"
+            assert page.errors == []
 
 
 class TestToken:
