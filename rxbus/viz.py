@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable
 
+from rxbus._extras import install_hint
 from rxbus.testing import Lane, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -649,7 +650,7 @@ def _display_handle(view: LiveView) -> Any:
         from IPython.display import display
     except ImportError as err:
         raise ImportError(
-            "live() needs IPython (pip install 'rxbus[notebook]'), or pass handle= an object "
+            f"live() needs IPython ({install_hint('notebook')}), or pass handle= an object "
             "with an update(obj) method"
         ) from err
     return display(_Html(view.render()), display_id=True)

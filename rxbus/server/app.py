@@ -32,6 +32,7 @@ import orjson
 import socketio
 from aiohttp import web
 
+from rxbus._extras import install_hint
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.server.ingest import Rejected, events_from_body, events_from_payload
@@ -542,7 +543,7 @@ class RxbusServer:
             text = render_prometheus(self._bus.metrics(), self._server_counts())
         except ImportError:
             raise Rejected(
-                501, "prometheus_client is not installed: pip install 'rxbus[prometheus]'"
+                501, f"prometheus_client is not installed: {install_hint('prometheus')}"
             ) from None
         return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
