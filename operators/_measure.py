@@ -48,7 +48,7 @@ def measure(
               measure("parsed")          (count 3, rate, latency of downstream)
         ---a---b---c---|
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus.metrics import MetricsRegistry
         >>> from rxbus.operators import measure

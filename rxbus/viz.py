@@ -186,7 +186,7 @@ def marbles(
     Returns:
         A :class:`MarbleDiagram`.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from reactivex import operators as rx
         >>> from rxbus.testing import record
@@ -369,7 +369,7 @@ def event_html(event: Event, *, max_chars: int = 2000) -> str:
     Every field is HTML-escaped; ``data`` and ``metadata`` are shown as JSON, cut at
     ``max_chars`` characters.
 
-    Example:
+    Examples:
         >>> from rxbus import Event
         >>> "&lt;b&gt;" in event_html(Event(topic="t", data={"x": "<b>"}))
         True
@@ -697,7 +697,7 @@ def topology(bus: EventBus, *, width: int = 760) -> Topology:
     ``source`` of the events still in ``bus.history()`` (counts over that window). A consumer
     is linked to every topic its pattern matches.
 
-    Example:
+    Examples:
         >>> from rxbus import EventBus
         >>> with EventBus() as bus:
         ...     _ = bus.subscribe(lambda e: None, topic="a.*", name="printer")

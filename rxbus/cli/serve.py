@@ -76,7 +76,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         from rxbus.server.app import RxbusServer, ServerConfig
     except ImportError as err:
-        raise CliError(f"rxbus serve needs the serve extra ({err}): {install_hint('serve')}") from None
+        raise CliError(
+            f"rxbus serve needs the serve extra ({err}): {install_hint('serve')}"
+        ) from None
     from rxbus.spool import default_spool_dir
 
     state = default_spool_dir().parent

@@ -119,7 +119,7 @@ def shard_for(prefix: str, shards: int) -> Callable[[str], str]:
     topic in order while the shards are read in parallel. Put the key you need ordered by (a
     customer, a session) in the topic, e.g. ``orders.c42``.
 
-    Example:
+    Examples:
         >>> pick = shard_for("orders", 4)
         >>> pick("orders.c42") == pick("orders.c42"), pick("orders.c42") in shard_names("orders", 4)
         (True, True)
@@ -150,7 +150,7 @@ class Delivery:
         stream: the stream it was read from.
         deliveries: how many times it has been delivered, this time included.
 
-    Example:
+    Examples:
         >>> # redis_stream(url, "orders", "billing", "worker-1", manual_ack=True)
         >>> #     .subscribe(lambda d: (handle(d.event), d.ack()))
     """
@@ -698,7 +698,7 @@ def redis_stream(
     Raises:
         ValueError: naming a bad argument.
 
-    Example:
+    Examples:
         >>> source = redis_stream("redis://127.0.0.1:6399/0", "orders", "billing", "worker-1")
         >>> # subscription = source.subscribe(bus.publish)   # ack once publish returned
         >>> source.options.dead_letter_stream
@@ -772,7 +772,7 @@ def bridge(
     Returns:
         The subscription; ``dispose()`` stops reading.
 
-    Example:
+    Examples:
         >>> # link = bridge(bus, "redis://127.0.0.1:6379/0", "orders", "billing", "worker-1")
         >>> # ... later: link.dispose()
     """
