@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from rxbus import DeadLetter, Event, EventBus
 from rxbus.sinks import JsonlSink, SQLiteStore, read_jsonl
 from rxbus.sinks._batch import DEAD_LETTER_TOPIC, original_event
+from tests.conftest import wait_until
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
@@ -52,12 +52,14 @@ def test_replay_from_store_then_live_has_no_gap_and_no_duplicate(tmp_path: Path)
         threads = [threading.Thread(target=publish, args=(k,)) for k in range(3)]
         for t in threads:
             t.start()
-        wait_until(lambda: min(published) >= 1_000)
+        wait_until(lambda: min(published) >= 1_000, 30)
         got: list[Event] = []
         subscription = bus.replay("load.*", store=store, live=True).subscribe(got.append)
         at_seam = list(published)
         # Keep publishing well past the seam before stopping.
-        wait_until(lambda: all(p >= s + 1_000 for p, s in zip(published, at_seam, strict=True)))
+        wait_until(
+            lambda: all(p >= s + 1_000 for p, s in zip(published, at_seam, strict=True)), 30
+        )
         stop.set()
         for t in threads:
             t.join()
@@ -67,14 +69,6 @@ def test_replay_from_store_then_live_has_no_gap_and_no_duplicate(tmp_path: Path)
         assert set(seq) == set(range(published[k])), f"producer {k}: a gap at the seam"
         assert seq == list(range(published[k])), f"producer {k}: a duplicate at the seam"
     assert len({e.id for e in got}) == len(got) == sum(published)
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.001)
 
 
 def test_replay_since_reads_from_the_store(tmp_path: Path) -> None:
