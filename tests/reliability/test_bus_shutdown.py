@@ -88,21 +88,20 @@ def test_dead_letter_stream_completes_on_close() -> None:
     assert completed == [True]
 
 
-def test_dispose_counts_queued_events_as_dropped() -> None:
-    with EventBus() as bus:
-        gate = threading.Event()
-        c = bus.subscribe(lambda e: gate.wait(), mode="thread")
-        for _ in range(10):
-            bus.publish("a")
-        wait_until(lambda: c.stats.queued == 9, what="9 events queued behind the gate")
-        c.dispose()
-        gate.set()
-        s = c.stats
-        assert s.received == 10 and s.dropped == 9 and s.queued == 0
+def test_dispose_counts_queued_events_as_dropped(bus: EventBus) -> None:
+    gate = threading.Event()
+    c = bus.subscribe(lambda e: gate.wait(), mode="thread")
+    for _ in range(10):
         bus.publish("a")
-        assert c.stats.received == 10
-        m = bus.metrics()
-        assert c.name not in m["consumers"] and m["dropped"] == 9
+    wait_until(lambda: c.stats.queued == 9, what="9 events queued behind the gate")
+    c.dispose()
+    gate.set()
+    s = c.stats
+    assert s.received == 10 and s.dropped == 9 and s.queued == 0
+    bus.publish("a")
+    assert c.stats.received == 10
+    m = bus.metrics()
+    assert c.name not in m["consumers"] and m["dropped"] == 9
 
 
 def test_close_from_a_consumers_own_worker_does_not_wait_on_itself() -> None:
