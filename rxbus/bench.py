@@ -424,9 +424,7 @@ def standard_suite() -> list[SuiteCase]:
         SuiteCase(names[2], "sync", lambda: (batch(),)),
         SuiteCase("sink only", "thread", lambda: ()),
         SuiteCase("sink only", "async", lambda: ()),
-        SuiteCase(
-            "rx.filter → rx.map (bare Subject)", "rx", lambda: (rx.filter(even), rx.map(tagged))
-        ),
+        SuiteCase("Subject: filter → map", "rx", lambda: (rx.filter(even), rx.map(tagged))),
     ]
 
 
