@@ -36,7 +36,7 @@ install: $(ALL)
 
 demo: $(CORE)
 	@$(BIN)/rxbus demo
-	@echo "Next: '. $(VENV)/bin/activate' puts rxbus on your PATH; 'make test' runs the suite."
+	@echo "Next: '. $(VENV)/bin/activate' puts rxbus on PATH; 'make test' runs the suite."
 
 # The whole suite: unit, integration (real servers), reliability, notebooks, docs, packaging,
 # and every benchmark run once (no timing) so none can rot. Exit code 5 (no tests ran) fails.
