@@ -56,6 +56,7 @@ from loguru import logger
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rxbus._extras import install_hint
 from rxbus.errors import RxbusError
 from rxbus.event import Event
 from rxbus.metrics import Counter
@@ -97,8 +98,14 @@ def connect(url: str, *, socket_timeout: float | None = 10.0) -> redis.Redis:
 
     Raises:
         ValueError: for a URL redis-py cannot parse.
+        ImportError: redis-py is missing (``pip install 'rxbus-events[redis]'``).
     """
-    import redis
+    try:
+        import redis
+    except ImportError as err:
+        raise ImportError(
+            f"rxbus needs redis-py for Redis ({err}): {install_hint('redis')}"
+        ) from err
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
