@@ -82,7 +82,7 @@ def test_redis_killed_and_restarted_mid_stream_loses_nothing(server: RedisServer
         publish(10_000, "after")
         assert sink.flush(60)
 
-        wait_until(lambda: set(handled) >= set(sent), 60, "every event to be handled", 0.1)
+        wait_until(lambda: set(handled) >= set(sent), 60, "every event to be handled", interval=0.1)
         wait_until(lambda: client.xpending("orders", "g")["pending"] == 0, 30, "no pending entries")
     finally:
         subscription.dispose()
