@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -212,3 +213,55 @@ def test_editable_install_maps_operators_and_sinks() -> None:
     ops_file, sinks_file = run.stdout.split()
     assert ops_file == str(ROOT / "operators" / "__init__.py")
     assert sinks_file == str(ROOT / "sinks" / "__init__.py")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_make_demo_on_a_fresh_copy_is_quiet_lean_and_says_what_next(tmp_path: Path) -> None:
+    """The README's first Quick start command on the tracked files alone: it makes .venv with
+    the core only (at most 15 distributions), prints no install noise and no warning, runs the
+    demo, and ends with the one line that tells how to go on."""
+    make = shutil.which("make")
+    assert make, "make is needed: the README's Quick start runs it"
+    files = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    clone = tmp_path / "clone"
+    for name in filter(None, (f.decode() for f in files)):
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    python = sys._base_executable  # the interpreter behind this venv, as on a fresh machine
+    run = subprocess.run(
+        [make, "demo", f"PYTHON={python}"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=560,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    output = run.stdout + run.stderr
+    noisy = [
+        line
+        for line in output.splitlines()
+        if re.search(r"warn|setuptools|Collecting|Successfully", line, re.I)
+        and "Location 'file:" not in line  # this machine's pip index configuration, not ours
+    ]
+    assert noisy == []
+    lines = run.stdout.splitlines()
+    assert lines[0] == "Installing rxbus-events (core) into .venv ..."
+    assert "5 producer threads published 100,000 events" in run.stdout
+    assert (
+        lines[-1] == "Next: '. .venv/bin/activate' puts rxbus on PATH; 'make test' runs the suite."
+    )
+    listed = subprocess.run(
+        [str(clone / ".venv" / "bin" / "python"), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert len(listed) <= 15, listed
+    assert any(d.startswith("rxbus-events==") for d in listed)
+    assert not any(d.lower().startswith(("aiohttp", "redis", "ipython", "pytest")) for d in listed)
