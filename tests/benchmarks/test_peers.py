@@ -16,7 +16,7 @@ Four scenarios, each with a plain-Python floor measured in the same run:
 Every run checks the exact delivery count, so a library (or rxbus) that loses events cannot post
 a number. :func:`run_interleaved` runs all libraries round-robin in one process, rotating their
 order every round, and reports medians; ``python -m tests.benchmarks.test_peers`` prints the
-README table (ratios to the floor, machine and versions). No timing is asserted.
+table in docs/performance.md (ratios to the floor, machine and versions). No timing is asserted.
 """
 
 from __future__ import annotations
@@ -336,7 +336,7 @@ def _cpu_model() -> str:
 
 
 def markdown(results: dict[str, dict[str, list[float]]], n: int, rounds: int) -> str:
-    """The README table: median ns/event of the floor, and each library as a ratio to it."""
+    """The table in docs/performance.md: median ns/event of the floor, and each library as a ratio to it."""
     v = versions()
     lines = [
         f"| scenario ({n:,} events, median of {rounds}) | floor ns/event | "

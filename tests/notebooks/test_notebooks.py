@@ -30,7 +30,7 @@ EXPECTED = [
 
 
 def test_the_five_notebooks_exist() -> None:
-    """The README links these five; they must all be there."""
+    """The Notebooks docs page lists these five; they must all be there."""
     assert [p.name for p in NOTEBOOKS] == EXPECTED
 
 
