@@ -1,47 +1,68 @@
 # Quick start:  make demo  |  make test
 # Everything runs from a virtualenv in .venv, made on first use from the python3 on PATH.
+# `make demo` installs the core only (what the demo needs); `make test` installs every extra.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH   := $(shell cksum < pyproject.toml | cut -d' ' -f1)
+CORE   := $(VENV)/.core-$(HASH)
+ALL    := $(VENV)/.all-$(HASH)
+# Quiet pip; setuptools' informational note about editable installs is not for users.
+PIP    := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip --quiet --quiet --disable-pip-version-check
 
 # Branch coverage floor (percent): raise it as tests grow, never lower it.
 COV_FLOOR ?= 90
 
-.PHONY: demo test lint typecheck bench install clean
+.PHONY: demo test lint typecheck bench docs docs-serve install clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rxbus needs Python 3.11+; found " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[all]'
-	@rm -f $(VENV)/.installed-*
+	@$(PYTHON) -m venv $(VENV)
+
+$(CORE): pyproject.toml | $(BIN)/python
+	@echo "Installing rxbus-events (core) into $(VENV) ..."
+	@$(PIP) install -e .
+	@rm -f $(VENV)/.core-*
 	@touch $@
 
-install: $(STAMP)
+$(ALL): pyproject.toml | $(BIN)/python
+	@echo "Installing rxbus-events with every extra into $(VENV) (a few minutes the first time) ..."
+	@$(PIP) install -e '.[all]'
+	@rm -f $(VENV)/.core-* $(VENV)/.all-*
+	@touch $(CORE) $@
 
-demo: $(STAMP)
-	$(BIN)/rxbus demo
+install: $(ALL)
 
-# The whole suite: unit, integration (real servers), reliability, notebooks, and every
-# benchmark run once (no timing) so none can rot. Exit code 5 (no tests ran) is a failure.
-test: $(STAMP)
+demo: $(CORE)
+	@$(BIN)/rxbus demo
+	@echo "Next: '. $(VENV)/bin/activate' puts rxbus on PATH; 'make test' runs the suite."
+
+# The whole suite: unit, integration (real servers), reliability, notebooks, docs, packaging,
+# and every benchmark run once (no timing) so none can rot. Exit code 5 (no tests ran) fails.
+test: $(ALL)
 	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-disable \
 		--cov --cov-branch --cov-report=term --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-lint: $(STAMP)
+lint: $(ALL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(ALL)
 	$(BIN)/mypy
 
 # Measured benchmarks (slow; not part of 'make test'), printed as a table with ratios.
-bench: $(STAMP)
+bench: $(ALL)
 	$(BIN)/python -m pytest tests/benchmarks -p no:cacheprovider --benchmark-only \
 		--benchmark-columns=min,median,mean,rounds --benchmark-sort=name $(PYTEST_ARGS)
 
+# The docs site, built strictly (a broken link or a missing page fails), into ./site.
+docs: $(ALL)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: $(ALL)
+	$(BIN)/mkdocs serve
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks .coverage
+	rm -rf $(VENV) build dist site *.egg-info .pytest_cache .benchmarks .coverage

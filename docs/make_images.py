@@ -1,4 +1,4 @@
-"""Draw the README's pictures from real runs: ``python docs/make_images.py [OUTDIR]``.
+"""Draw the docs' pictures from real runs: ``python docs/make_images.py [OUTDIR]``.
 
 - ``marbles-retry.svg`` / ``.png``: ``retry`` with ``RetryPolicy(max_attempts=4, initial_delay=1,
   multiplier=2)`` recorded on a virtual clock: the failing item is tried at t=2, 3, 5 and 9,

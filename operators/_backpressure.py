@@ -78,7 +78,7 @@ def backpressure(
     Raises:
         ValueError: naming a bad ``capacity`` or ``overflow``.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from reactivex.testing import TestScheduler
         >>> from rxbus import Overflow

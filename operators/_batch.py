@@ -48,7 +48,7 @@ def batch(
     Raises:
         ValueError: naming a non-positive ``seconds`` or ``max_size``, or if both are ``None``.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus.operators import batch
         >>> reactivex.from_iterable(range(7)).pipe(batch(seconds=1.0, max_size=3)).subscribe(

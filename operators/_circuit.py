@@ -258,7 +258,7 @@ def circuit_breaker(
     Raises:
         ValueError: naming a bad ``failure_threshold`` or ``recovery_timeout``.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus.operators import circuit_breaker
         >>> def call(x):

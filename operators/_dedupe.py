@@ -93,7 +93,7 @@ def dedupe(
     Raises:
         ValueError: naming a bad ``window`` or ``ttl``.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus.operators import dedupe
         >>> reactivex.from_iterable(["a", "b", "a", "c"]).pipe(dedupe()).subscribe(

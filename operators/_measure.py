@@ -24,6 +24,7 @@ def measure(
     registry: MetricsRegistry | None = None,
     latency: Literal["downstream", "age"] = "downstream",
     scheduler: abc.SchedulerBase | None = None,
+    clock: Callable[[], int] | None = None,
 ) -> Callable[[Observable[_T]], Observable[_T]]:
     """Pass every item through, recording count, rate and latency into a measurement ``name``.
 
@@ -40,7 +41,10 @@ def measure(
 
     The rate is measured on the clock of the scheduler given to ``subscribe`` (or to
     ``scheduler``) when there is one, so it is exact in virtual time; else on the monotonic
-    clock.
+    clock. Latencies are read from ``clock``, a function returning nanoseconds: by default
+    ``time.perf_counter_ns`` for ``"downstream"`` and ``time.time_ns`` for ``"age"`` (which
+    compares with ``event.timestamp``, so a clock given for it must count from the epoch).
+    Inject one to make latencies exact in tests.
 
     ::
 
@@ -48,7 +52,7 @@ def measure(
               measure("parsed")          (count 3, rate, latency of downstream)
         ---a---b---c---|
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus.metrics import MetricsRegistry
         >>> from rxbus.operators import measure
@@ -59,13 +63,15 @@ def measure(
         5
 
     Raises:
-        ValueError: for an empty ``name`` or an unknown ``latency``; at subscribe time when
-            there is no registry to record into.
+        ValueError: for an empty ``name``, an unknown ``latency`` or a ``clock`` that is not
+            callable; at subscribe time when there is no registry to record into.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"measure() needs a non-empty name, got {name!r}")
     if latency not in ("downstream", "age"):
         raise ValueError(f"measure() latency must be 'downstream' or 'age', got {latency!r}")
+    if clock is not None and not callable(clock):
+        raise ValueError(f"measure() clock must be a function returning nanoseconds, got {clock!r}")
 
     def operator(source: Observable[_T]) -> Observable[_T]:
         def subscribe(
@@ -85,13 +91,12 @@ def measure(
             record = m.latency.record
             emit = observer.on_next
             clock_source = at_subscribe or scheduler
-            clock = seconds_of(clock_source) if clock_source is not None else time.monotonic
-            counter = time.perf_counter_ns
-
+            rate_clock = seconds_of(clock_source) if clock_source is not None else time.monotonic
             if latency == "downstream":
+                counter: Callable[[], int] = clock or time.perf_counter_ns
 
                 def on_next(item: _T) -> None:
-                    tick(clock())
+                    tick(rate_clock())
                     start = counter()
                     try:
                         emit(item)
@@ -99,10 +104,10 @@ def measure(
                         record(counter() - start)
 
             else:
-                wall = time.time_ns
+                wall: Callable[[], int] = clock or time.time_ns
 
                 def on_next(item: _T) -> None:
-                    tick(clock())
+                    tick(rate_clock())
                     stamp: Any = getattr(item, "timestamp", None)
                     if stamp is not None:
                         record(max(0, wall() - int(stamp.timestamp() * 1e9)))

@@ -75,7 +75,7 @@ def rate_limit(
     Raises:
         ValueError: naming a bad ``per_second``, ``mode``, ``burst`` or ``max_pending``.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from reactivex.testing import TestScheduler
         >>> from rxbus.operators import rate_limit

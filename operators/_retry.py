@@ -71,7 +71,7 @@ def retry(
         scheduler: the scheduler for retry timers when ``subscribe`` passes none.
         random: source of numbers in [0, 1) for the jitter.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from reactivex.testing import TestScheduler
         >>> from rxbus import RetryPolicy

@@ -41,7 +41,7 @@ def topic(pattern: str) -> Callable[[Observable[_E]], Observable[_E]]:
               topic("hook.*")
         ---a-----------------------c-------|
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus import Event
         >>> from rxbus.operators import topic
@@ -144,7 +144,7 @@ def of_type(*types: Any) -> Callable[[Observable[Any]], Observable[Any]]:
               of_type("PreToolUse", "PostToolUse")
         ---a-----------------c---------|
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus import Event
         >>> from rxbus.operators import of_type
@@ -225,7 +225,7 @@ def where(
         name: the ``consumer`` recorded on dead letters (default: the bus consumer's name, else
             ``"where"``).
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus.operators import where
         >>> letters = []

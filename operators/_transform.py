@@ -43,7 +43,7 @@ def transform(
         name: the ``consumer`` recorded on dead letters (default: the bus consumer's name, else
             ``"transform"``).
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus.operators import transform
         >>> letters = []
@@ -103,7 +103,7 @@ def enrich(**metadata: Any) -> Callable[[Observable[Event]], Observable[Event]]:
               enrich(host="ci-7")
         ---a{host}-----b{k, host}------|
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from rxbus import Event
         >>> from rxbus.operators import enrich

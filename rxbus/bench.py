@@ -50,7 +50,7 @@ Operator = Callable[[Observable[Any]], Observable[Any]]
 def standard_events(n: int, topics: int = TOPICS) -> list[Event]:
     """``n`` small events spread over ``topics`` topics ``bench.t00`` .., types alternating.
 
-    Example:
+    Examples:
         >>> [e.topic for e in standard_events(3)]
         ['bench.t00', 'bench.t01', 'bench.t02']
     """
@@ -157,7 +157,7 @@ def bench_chain(
     Raises:
         ValueError: for an unknown mode, ``n < 1`` or ``rounds < 1``.
 
-    Example:
+    Examples:
         >>> bench_chain(n=1_000, rounds=1).delivered
         1000
     """
@@ -424,9 +424,7 @@ def standard_suite() -> list[SuiteCase]:
         SuiteCase(names[2], "sync", lambda: (batch(),)),
         SuiteCase("sink only", "thread", lambda: ()),
         SuiteCase("sink only", "async", lambda: ()),
-        SuiteCase(
-            "rx.filter → rx.map (bare Subject)", "rx", lambda: (rx.filter(even), rx.map(tagged))
-        ),
+        SuiteCase("Subject: filter → map", "rx", lambda: (rx.filter(even), rx.map(tagged))),
     ]
 
 

@@ -35,7 +35,7 @@ Consumers subscribed *before* ``instrument`` are not wrapped: their deliveries h
     ['build.done process', 'build.done publish']
     >>> _ = bus.close()
 
-Needs the ``otel`` extra: ``pip install 'rxbus[otel]'``.
+Needs the ``otel`` extra: ``pip install 'rxbus-events[otel]'``.
 """
 
 from __future__ import annotations

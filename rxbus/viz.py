@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable
 
+from rxbus._extras import install_hint
 from rxbus.testing import Lane, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,8 +172,10 @@ def marbles(
     """Draw recorded streams as a marble diagram, one lane per stream.
 
     Items are circles (lists, e.g. from ``batch``, are wide boxes) placed by time; items
-    closer than a marble's width are spread apart, keeping their order. A vertical bar marks
-    completion, a red cross an error; hover an item for its full value.
+    closer than a marble's width are spread apart, keeping their order. A lane too crowded for
+    that to stay on the time axis draws each burst as one dashed marker counting its items
+    (``"120\u00d7"``; hover it for what they were), so the picture keeps its ``width``. A
+    vertical bar marks completion, a red cross an error; hover an item for its full value.
 
     Args:
         recording: a :class:`~rxbus.testing.Recording`, a lane, or a sequence of them
@@ -185,7 +188,7 @@ def marbles(
     Returns:
         A :class:`MarbleDiagram`.
 
-    Example:
+    Examples:
         >>> import reactivex
         >>> from reactivex import operators as rx
         >>> from rxbus.testing import record
@@ -215,54 +218,15 @@ def marbles(
 
     body: list[tuple[Lane, float, list[str]]] = []
     right_most = left + width
+    axis_end = left + width + 2 * _R + 4
     for row, (lane, lane_notes) in enumerate(zip(lanes, notes, strict=True)):
         y = top + row * _LANE_H + _LANE_H / 2
-        parts: list[str] = []
-        last_x = -1e9
-        for note in lane_notes:
-            x = max(x_of(note.time), last_x + _MIN_GAP)
-            if note.kind == "next":
-                text = _short(name_of(note.value), 5)
-                box_w = 2 * _R if not isinstance(note.value, list | tuple) else 8 + 8 * len(text)
-                x = max(x, last_x + box_w / 2 + _R + 4)
-                tip = _esc(f"t={note.time:g}: {_short(_detail(note.value), 300)}")
-                fill = _colour(text)
-                if isinstance(note.value, list | tuple):
-                    shape = (
-                        f'<rect class="marble batch" x="{x - box_w / 2:.1f}" y="{y - _R}" '
-                        f'width="{box_w:.1f}" height="{2 * _R}" rx="6" fill="{fill}" '
-                        'stroke="#222" stroke-width="1.5"/>'
-                    )
-                else:
-                    shape = (
-                        f'<circle class="marble" cx="{x:.1f}" cy="{y}" r="{_R}" fill="{fill}" '
-                        'stroke="#222" stroke-width="1.5"/>'
-                    )
-                parts.append(
-                    f'<g class="item" data-time="{note.time:g}"><title>{tip}</title>{shape}'
-                    f'<text x="{x:.1f}" y="{y + 4}" text-anchor="middle" '
-                    f'font-size="{11 if len(text) <= 3 else 9}" '
-                    f'style="{_FONT}" fill="{_ink(fill)}">{_esc(text)}</text></g>'
-                )
-                last_x = x + box_w / 2 - _R
-            elif note.kind == "completed":
-                parts.append(
-                    f'<line class="complete" data-time="{note.time:g}" x1="{x:.1f}" '
-                    f'y1="{y - 16}" x2="{x:.1f}" y2="{y + 16}" stroke="#222" stroke-width="3"/>'
-                )
-                last_x = x
-            else:
-                tip = _esc(f"t={note.time:g}: {type(note.value).__name__}: {note.value}")
-                d = 9
-                parts.append(
-                    f'<g class="error" data-time="{note.time:g}"><title>{tip}</title>'
-                    f'<line x1="{x - d:.1f}" y1="{y - d}" x2="{x + d:.1f}" y2="{y + d}" '
-                    'stroke="#C00" stroke-width="3"/>'
-                    f'<line x1="{x - d:.1f}" y1="{y + d}" x2="{x + d:.1f}" y2="{y - d}" '
-                    'stroke="#C00" stroke-width="3"/></g>'
-                )
-                last_x = x
-            right_most = max(right_most, x + 2 * _R)
+        parts, lane_end = _lane_items(lane_notes, y, x_of, name_of, group=False)
+        if lane_end > axis_end:
+            # Too crowded to spread one by one past the axis: items closer than a group
+            # marker become one marker counting them.
+            parts, lane_end = _lane_items(lane_notes, y, x_of, name_of, group=True)
+        right_most = max(right_most, lane_end)
         body.append((lane, y, parts))
 
     end = right_most + 12
@@ -304,6 +268,118 @@ def marbles(
         f'y2="{axis_y}" stroke="#888"/>{"".join(ticks)}</g></svg>'
     )
     return MarbleDiagram(svg, total_w, total_h, [lane.name for lane in lanes])
+
+
+_GROUP_W = 44  # a group marker ("120x") and the least distance between two of them
+
+
+def _lane_items(
+    lane_notes: list[Any],
+    y: float,
+    x_of: Callable[[float], float],
+    name_of: Callable[[Any], str],
+    *,
+    group: bool,
+) -> tuple[list[str], float]:
+    """SVG parts of one lane's notifications and the x where the lane's last one ends.
+
+    Items closer than a marble's width are spread apart, keeping their order; with ``group``,
+    runs of items within a group marker's width of the run's first one are drawn as one
+    marker counting them, so a burst stays on the time axis.
+    """
+    parts: list[str] = []
+    last_x = -1e9
+    right_most = -1e9
+    pending: list[Any] = []
+
+    def flush_group() -> None:
+        nonlocal last_x, right_most
+        if not pending:
+            return
+        if len(pending) == 1:
+            place_item(pending[0])
+        else:
+            labels = [name_of(n.value) for n in pending]
+            counts: dict[str, int] = {}
+            for text in labels:
+                counts[text] = counts.get(text, 0) + 1
+            x = max(x_of(pending[0].time) + _GROUP_W / 2 - _R, last_x + _GROUP_W / 2 + _R + 4)
+            fill = _colour(_short(labels[0], 5)) if len(counts) == 1 else "#BBBBBB"
+            text = _short(f"{len(pending)}\u00d7", 5)
+            spread = f"{pending[0].time:g}-{pending[-1].time:g}"
+            kinds = ", ".join(f"{k} \u00d7{v}" for k, v in counts.items())
+            tip = _esc(_short(f"t={spread}: {len(pending)} items ({kinds})", 300))
+            parts.append(
+                f'<g class="item group" data-time="{pending[0].time:g}" '
+                f'data-count="{len(pending)}"><title>{tip}</title>'
+                f'<rect class="marble group" x="{x - _GROUP_W / 2:.1f}" y="{y - _R}" '
+                f'width="{_GROUP_W - 4}" height="{2 * _R}" rx="{_R}" fill="{fill}" '
+                'stroke="#222" stroke-width="1.5" stroke-dasharray="3 2"/>'
+                f'<text x="{x - 2:.1f}" y="{y + 4}" text-anchor="middle" font-size="10" '
+                f'style="{_FONT}" fill="{_ink(fill)}">{_esc(text)}</text></g>'
+            )
+            last_x = x + _GROUP_W / 2 - _R
+            right_most = max(right_most, x + _GROUP_W / 2)
+        pending.clear()
+
+    def place_item(note: Any) -> None:
+        nonlocal last_x, right_most
+        x = max(x_of(note.time), last_x + _MIN_GAP)
+        text = _short(name_of(note.value), 5)
+        box_w = 2 * _R if not isinstance(note.value, list | tuple) else 8 + 8 * len(text)
+        x = max(x, last_x + box_w / 2 + _R + 4)
+        tip = _esc(f"t={note.time:g}: {_short(_detail(note.value), 300)}")
+        fill = _colour(text)
+        if isinstance(note.value, list | tuple):
+            shape = (
+                f'<rect class="marble batch" x="{x - box_w / 2:.1f}" y="{y - _R}" '
+                f'width="{box_w:.1f}" height="{2 * _R}" rx="6" fill="{fill}" '
+                'stroke="#222" stroke-width="1.5"/>'
+            )
+        else:
+            shape = (
+                f'<circle class="marble" cx="{x:.1f}" cy="{y}" r="{_R}" fill="{fill}" '
+                'stroke="#222" stroke-width="1.5"/>'
+            )
+        parts.append(
+            f'<g class="item" data-time="{note.time:g}"><title>{tip}</title>{shape}'
+            f'<text x="{x:.1f}" y="{y + 4}" text-anchor="middle" '
+            f'font-size="{11 if len(text) <= 3 else 9}" '
+            f'style="{_FONT}" fill="{_ink(fill)}">{_esc(text)}</text></g>'
+        )
+        last_x = x + box_w / 2 - _R
+        right_most = max(right_most, x + 2 * _R)
+
+    for note in lane_notes:
+        if note.kind == "next":
+            if group and pending and x_of(note.time) - x_of(pending[0].time) >= _GROUP_W:
+                flush_group()
+            if group:
+                pending.append(note)
+            else:
+                place_item(note)
+            continue
+        flush_group()
+        x = max(x_of(note.time), last_x + _MIN_GAP)
+        if note.kind == "completed":
+            parts.append(
+                f'<line class="complete" data-time="{note.time:g}" x1="{x:.1f}" '
+                f'y1="{y - 16}" x2="{x:.1f}" y2="{y + 16}" stroke="#222" stroke-width="3"/>'
+            )
+        else:
+            tip = _esc(f"t={note.time:g}: {type(note.value).__name__}: {note.value}")
+            d = 9
+            parts.append(
+                f'<g class="error" data-time="{note.time:g}"><title>{tip}</title>'
+                f'<line x1="{x - d:.1f}" y1="{y - d}" x2="{x + d:.1f}" y2="{y + d}" '
+                'stroke="#C00" stroke-width="3"/>'
+                f'<line x1="{x - d:.1f}" y1="{y + d}" x2="{x + d:.1f}" y2="{y - d}" '
+                'stroke="#C00" stroke-width="3"/></g>'
+            )
+        last_x = x
+        right_most = max(right_most, x + 2 * _R)
+    flush_group()
+    return parts, right_most
 
 
 def _ink(fill: str) -> str:
@@ -368,7 +444,7 @@ def event_html(event: Event, *, max_chars: int = 2000) -> str:
     Every field is HTML-escaped; ``data`` and ``metadata`` are shown as JSON, cut at
     ``max_chars`` characters.
 
-    Example:
+    Examples:
         >>> from rxbus import Event
         >>> "&lt;b&gt;" in event_html(Event(topic="t", data={"x": "<b>"}))
         True
@@ -649,7 +725,7 @@ def _display_handle(view: LiveView) -> Any:
         from IPython.display import display
     except ImportError as err:
         raise ImportError(
-            "live() needs IPython (pip install 'rxbus[notebook]'), or pass handle= an object "
+            f"live() needs IPython ({install_hint('notebook')}), or pass handle= an object "
             "with an update(obj) method"
         ) from err
     return display(_Html(view.render()), display_id=True)
@@ -696,7 +772,7 @@ def topology(bus: EventBus, *, width: int = 760) -> Topology:
     ``source`` of the events still in ``bus.history()`` (counts over that window). A consumer
     is linked to every topic its pattern matches.
 
-    Example:
+    Examples:
         >>> from rxbus import EventBus
         >>> with EventBus() as bus:
         ...     _ = bus.subscribe(lambda e: None, topic="a.*", name="printer")

@@ -56,7 +56,7 @@ def versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     parts = [f"{platform.python_implementation()} {platform.python_version()}"]
-    for name in ("rxbus", "reactivex", "orjson", "pytest-benchmark"):
+    for name in ("rxbus-events", "reactivex", "orjson", "pytest-benchmark"):
         try:
             parts.append(f"{name} {version(name)}")
         except PackageNotFoundError:

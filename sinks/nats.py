@@ -89,7 +89,7 @@ class NatsSink(ClosingSink, DeadLetterBinding):
 
     Raises:
         ValueError: naming a bad argument.
-        ImportError: nats-py is missing (``pip install 'rxbus[nats]'``).
+        ImportError: nats-py is missing (``pip install 'rxbus-events[nats]'``).
 
     Example:
         >>> from rxbus.sinks import NatsSink

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rxbus._extras import install_hint
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.sinks._base import ClosingSink
@@ -75,7 +76,12 @@ class PrometheusExporter(ClosingSink):
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         start: bool = True,
     ) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Histogram
+        except ImportError as err:
+            raise ImportError(
+                f"PrometheusExporter needs prometheus_client ({err}): {install_hint('prometheus')}"
+            ) from err
 
         self.bus = bus
         self.host = host

@@ -73,7 +73,7 @@ class RedisStreamSink:
     Raises:
         ValueError: naming a bad argument.
 
-    Example:
+    Examples:
         >>> from rxbus import EventBus
         >>> from rxbus.sinks import RedisStreamSink
         >>> sink = RedisStreamSink("redis://127.0.0.1:6399/0", stream="events", batch_size=500)

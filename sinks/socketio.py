@@ -38,6 +38,7 @@ import orjson
 from loguru import logger
 
 from rxbus._context import dead_letter_target
+from rxbus._extras import install_hint
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BufferOverflowError, BusClosedError, DeliveryError
 from rxbus.event import Event
@@ -89,7 +90,7 @@ def _require_client() -> None:
         import socketio  # noqa: F401
     except ImportError as err:
         raise ImportError(
-            f"SocketIOSink needs python-socketio and aiohttp ({err}): pip install 'rxbus[socketio]'"
+            f"SocketIOSink needs python-socketio and aiohttp ({err}): {install_hint('serve')}"
         ) from err
 
 
@@ -167,7 +168,7 @@ class SocketIOSink(DeadLetterBinding):
 
     Raises:
         ValueError: naming any argument out of range.
-        ImportError: python-socketio or aiohttp is missing (``pip install 'rxbus[socketio]'``).
+        ImportError: python-socketio or aiohttp is missing (``pip install 'rxbus-events[serve]'``).
 
     Example::
 

@@ -1,15 +1,19 @@
-"""Fixtures shared by every test folder.
+"""Fixtures and helpers shared by every test folder.
 
 ``require_binary("redis-server")`` skips with a reason on a laptop that lacks the binary, and
-fails under ``CI=true``, where .ci/run must have installed it.
+fails under ``CI=true``, where .ci/run must have installed it. ``wait_until`` is the one way a
+test waits for real threads, processes or servers: a condition and a deadline, never a bare sleep.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
+from typing import Any, Literal
 
 import pytest
 
@@ -33,6 +37,58 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str | None = None,
+    *,
+    interval: float = 0.005,
+) -> Literal[True]:
+    """Poll ``predicate`` until it returns a true value; fail naming ``what`` after ``timeout`` s.
+
+    For real threads, processes and servers (virtual time needs no waiting). The predicate may
+    raise to end the wait early (a process that died). Returns True, so ``assert wait_until(...)``
+    reads naturally.
+
+    Raises:
+        AssertionError: ``timed out after {timeout}s waiting for {what}``.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {_described(predicate, what)}"
+            )
+        time.sleep(interval)
+    return True
+
+
+async def wait_until_async(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str | None = None,
+    *,
+    interval: float = 0.005,
+) -> Literal[True]:
+    """:func:`wait_until` inside a running event loop: polls without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {_described(predicate, what)}"
+            )
+        await asyncio.sleep(interval)
+    return True
+
+
+def _described(predicate: Callable[[], Any], what: str | None) -> str:
+    if what:
+        return what
+    name = getattr(predicate, "__name__", "condition")
+    return "condition" if name == "<lambda>" else name
 
 
 _skipped: list[str] = []

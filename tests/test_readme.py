@@ -1,9 +1,7 @@
-"""Every ```python block in README.md runs as written, each in a fresh interpreter.
+"""README.md is short, opens with the two Quick start commands, and its Python runs.
 
-A block preceded by ``<!-- requires: NAME -->`` needs that binary: it is skipped locally
-(failed under CI=true) when ``NAME`` is missing, like any other test that needs it. A block
-preceded by ``<!-- readme-test: elsewhere (test module) -->`` is a listing that another test
-runs with the server it needs; it is not collected here.
+Every ```python block runs as written, each in a fresh interpreter. The manual lives in docs/
+(tests/docs/test_docs.py runs its examples and builds the site).
 """
 
 from __future__ import annotations
@@ -15,36 +13,49 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_binary
+from tests.docs.markdown import fenced_blocks, python_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
-BLOCK = re.compile(
-    r"(?:<!-- (?:requires: (?P<req>[\w.-]+)|readme-test: (?P<elsewhere>elsewhere)[^>]*) -->"
-    r"\s*\n)?```python\n(?P<code>.*?)```",
-    re.S,
-)
+README = ROOT / "README.md"
 
 
-def blocks() -> list[tuple[int, str | None, str]]:
-    text = (ROOT / "README.md").read_text()
-    found = []
-    for m in BLOCK.finditer(text):
-        if m.group("elsewhere"):
-            continue
-        line = text.count("\n", 0, m.start("code")) + 1
-        found.append((line, m.group("req"), m.group("code")))
-    return found
+def test_readme_is_at_most_8_kb() -> None:
+    """A front page, not a manual: the anchors' READMEs are 0.7 to 9.5 KB."""
+    assert README.stat().st_size <= 8 * 1024
 
 
-def test_readme_has_python_examples() -> None:
-    assert len(blocks()) >= 3
+def test_readme_opens_with_the_two_quick_start_commands() -> None:
+    """The first section is Quick start, and its one shell block is `make demo`, `make test`."""
+    text = README.read_text(encoding="utf-8")
+    sections = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert sections[0] == "Quick start"
+    quick = text.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", quick, flags=re.S)
+    assert block.split("\n")[:-1] == ["make demo", "make test"]
 
 
-@pytest.mark.parametrize(("line", "requires", "code"), blocks(), ids=lambda v: str(v)[:12])
-def test_readme_block_runs(line: int, requires: str | None, code: str, tmp_path: Path) -> None:
-    if requires:
-        require_binary(requires)
+def test_readme_has_install_hello_world_and_docs_links() -> None:
+    """pip install with the free distribution name, an extras table, links into docs/."""
+    from rxbus._extras import DIST_NAME
+
+    text = README.read_text(encoding="utf-8")
+    assert f"pip install {DIST_NAME}\n" in text
+    assert "| extra |" in text
+    (hello,) = python_blocks(README)
+    assert len(hello[1].strip().splitlines()) == 4
+    for target in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)\)", text):
+        assert (ROOT / target).is_file(), target
+
+
+def test_readme_has_no_python_under_another_fence() -> None:
+    assert [lang for lang, _, _ in fenced_blocks(README) if lang in {"py", "pycon"}] == []
+
+
+@pytest.mark.parametrize(("line", "code"), python_blocks(README), ids=lambda v: str(v)[:12])
+def test_readme_block_runs(line: int, code: str, tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert run.returncode == 0, f"README.md block at line {line} failed:\n{run.stderr[-3000:]}"
+    if "hook.tool" in code:
+        assert run.stdout == "hook.tool {'tool': 'Bash'}\n"

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 class _VersionAction(argparse.Action):
-    """``--version``, looked up only when asked: importlib.metadata costs a shell hook ~10 ms."""
+    """``--version``: the version single-sourced in ``rxbus.__version__``."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
         print(_version())
@@ -71,9 +71,7 @@ class _VersionAction(argparse.Action):
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from rxbus import __version__
+    from rxbus._extras import DIST_NAME
 
-    try:
-        return f"rxbus {version('rxbus')}"
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "rxbus (source)"
+    return f"rxbus {__version__} ({DIST_NAME})"

@@ -13,6 +13,7 @@ import argparse
 import os
 from typing import Any
 
+from rxbus._extras import install_hint
 from rxbus.cli import CliError
 
 __all__ = ["register", "run"]
@@ -78,12 +79,18 @@ def run(args: argparse.Namespace) -> int:
     """Serve until interrupted.
 
     Raises:
-        CliError: for an unsafe bind, bad limits, or an address already in use.
+        CliError: for an unsafe bind, bad limits, an address already in use, or a missing
+            serve extra.
     """
     import asyncio
     import signal
 
-    from rxbus.server.app import RxbusServer, ServerConfig
+    try:
+        from rxbus.server.app import RxbusServer, ServerConfig
+    except ImportError as err:
+        raise CliError(
+            f"rxbus serve needs the serve extra ({err}): {install_hint('serve')}"
+        ) from None
     from rxbus.spool import default_spool_dir
 
     state = default_spool_dir().parent

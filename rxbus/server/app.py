@@ -36,6 +36,7 @@ import orjson
 import socketio
 from aiohttp import web
 
+from rxbus._extras import install_hint
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.policies import Overflow
@@ -659,7 +660,7 @@ class RxbusServer:
             text = render_prometheus(self._bus.metrics(), self._server_counts())
         except ImportError:
             raise Rejected(
-                501, "prometheus_client is not installed: pip install 'rxbus[prometheus]'"
+                501, f"prometheus_client is not installed: {install_hint('prometheus')}"
             ) from None
         return web.Response(body=text, content_type="text/plain", charset="utf-8")
 

@@ -51,6 +51,7 @@ import reactivex
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rxbus._extras import install_hint
 from rxbus._log import logger
 from rxbus.errors import RxbusError
 from rxbus.event import Event
@@ -96,7 +97,7 @@ def require_nats() -> None:
         import nats  # noqa: F401
     except ImportError as err:
         raise ImportError(
-            f"the NATS bridge needs nats-py ({err}): pip install 'rxbus[nats]'"
+            f"the NATS bridge needs nats-py ({err}): {install_hint('nats')}"
         ) from err
 
 
@@ -939,7 +940,7 @@ def nats_stream(
 
     Raises:
         ValueError: naming a bad argument.
-        ImportError: nats-py is missing (``pip install 'rxbus[nats]'``).
+        ImportError: nats-py is missing (``pip install 'rxbus-events[nats]'``).
 
     Example:
         >>> source = nats_stream("nats://127.0.0.1:4222", "ORDERS", "billing", filter="orders.*")

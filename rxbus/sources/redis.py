@@ -56,6 +56,7 @@ from loguru import logger
 from reactivex import abc
 from reactivex.disposable import Disposable
 
+from rxbus._extras import install_hint
 from rxbus.errors import RxbusError
 from rxbus.event import Event
 from rxbus.metrics import Counter
@@ -97,8 +98,14 @@ def connect(url: str, *, socket_timeout: float | None = 10.0) -> redis.Redis:
 
     Raises:
         ValueError: for a URL redis-py cannot parse.
+        ImportError: redis-py is missing (``pip install 'rxbus-events[redis]'``).
     """
-    import redis
+    try:
+        import redis
+    except ImportError as err:
+        raise ImportError(
+            f"rxbus needs redis-py for Redis ({err}): {install_hint('redis')}"
+        ) from err
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -119,7 +126,7 @@ def shard_for(prefix: str, shards: int) -> Callable[[str], str]:
     topic in order while the shards are read in parallel. Put the key you need ordered by (a
     customer, a session) in the topic, e.g. ``orders.c42``.
 
-    Example:
+    Examples:
         >>> pick = shard_for("orders", 4)
         >>> pick("orders.c42") == pick("orders.c42"), pick("orders.c42") in shard_names("orders", 4)
         (True, True)
@@ -150,7 +157,7 @@ class Delivery:
         stream: the stream it was read from.
         deliveries: how many times it has been delivered, this time included.
 
-    Example:
+    Examples:
         >>> # redis_stream(url, "orders", "billing", "worker-1", manual_ack=True)
         >>> #     .subscribe(lambda d: (handle(d.event), d.ack()))
     """
@@ -698,7 +705,7 @@ def redis_stream(
     Raises:
         ValueError: naming a bad argument.
 
-    Example:
+    Examples:
         >>> source = redis_stream("redis://127.0.0.1:6399/0", "orders", "billing", "worker-1")
         >>> # subscription = source.subscribe(bus.publish)   # ack once publish returned
         >>> source.options.dead_letter_stream
@@ -772,7 +779,7 @@ def bridge(
     Returns:
         The subscription; ``dispose()`` stops reading.
 
-    Example:
+    Examples:
         >>> # link = bridge(bus, "redis://127.0.0.1:6379/0", "orders", "billing", "worker-1")
         >>> # ... later: link.dispose()
     """

@@ -16,7 +16,7 @@ Four scenarios, each with a plain-Python floor measured in the same run:
 Every run checks the exact delivery count, so a library (or rxbus) that loses events cannot post
 a number. :func:`run_interleaved` runs all libraries round-robin in one process, rotating their
 order every round, and reports medians; ``python -m tests.benchmarks.test_peers`` prints the
-README table (ratios to the floor, machine and versions). No timing is asserted.
+table in docs/performance.md (ratios to the floor, machine and versions). No timing is asserted.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 
 from rxbus.topics import compile_pattern
+from tests.conftest import wait_until_async
 
 LIBS = ("floor", "rxbus", "pyee", "blinker", "reactivex")
 WILDCARD_TOPICS = tuple(f"app.s{k:02d}.changed" for k in range(20))
@@ -172,11 +173,7 @@ def _setup_sync(lib: str, sc: Scenario, counter: Counter) -> tuple[Publish, Call
 
 
 async def _wait_for(counter: Counter, target: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while counter.n < target:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"only {counter.n} of {target} deliveries within {timeout}s")
-        await asyncio.sleep(0)
+    await wait_until_async(lambda: counter.n >= target, timeout, f"{target} deliveries", interval=0)
 
 
 async def _setup_async(
@@ -316,7 +313,10 @@ def versions() -> dict[str, str]:
         "platform": platform.platform(),
         "cpu": f"{_cpu_model()}, {os.cpu_count()} cores",
     }
-    for pkg in ("rxbus", "pyee", "blinker", "reactivex"):
+    import rxbus
+
+    info["rxbus"] = rxbus.__version__
+    for pkg in ("pyee", "blinker", "reactivex"):
         try:
             info[pkg] = version(pkg)
         except Exception:  # a source checkout without an installed distribution
@@ -336,7 +336,7 @@ def _cpu_model() -> str:
 
 
 def markdown(results: dict[str, dict[str, list[float]]], n: int, rounds: int) -> str:
-    """The README table: median ns/event of the floor, and each library as a ratio to it."""
+    """The table in docs/performance.md: median ns/event of the floor, and each library as a ratio to it."""
     v = versions()
     lines = [
         f"| scenario ({n:,} events, median of {rounds}) | floor ns/event | "

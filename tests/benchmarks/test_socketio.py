@@ -16,7 +16,6 @@ number; no timing is asserted. Run measured: ``pytest tests/benchmarks/test_sock
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 from rxbus import Event
 from rxbus.sinks import SocketIOSink
 from tests.benchmarks.conftest import Recorder
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.integration.sio_receiver import ReceiverProcess
 
 BATCH = 5_000  # events per throughput round, for the sink and both floors
@@ -51,11 +50,12 @@ def batch_of_events() -> list[Event]:
 
 
 def wait_received(receiver: ReceiverProcess, target: int, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while receiver.stats()["received"] < target:
-        if time.monotonic() > deadline:
-            pytest.fail(f"receiver did not reach {target} events within {timeout}s")
-        time.sleep(0.002)
+    wait_until(
+        lambda: receiver.stats()["received"] >= target,
+        timeout,
+        f"the receiver to count {target} events",
+        interval=0.002,
+    )
 
 
 def test_throughput_floor_raw_emit_per_event(bench: Recorder, receiver: ReceiverProcess) -> None:

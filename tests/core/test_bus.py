@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,15 +20,7 @@ from rxbus import (
     Overflow,
     PayloadError,
 )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll real I/O or threads with a deadline (not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        time.sleep(0.001)
+from tests.conftest import wait_until
 
 
 def conserved(bus: EventBus) -> None:

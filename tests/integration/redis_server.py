@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, require_binary
+from tests.conftest import free_port, require_binary, wait_until
 
 
 class RedisServer:
@@ -58,22 +57,19 @@ class RedisServer:
         import redis
 
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=2)
-        deadline = time.monotonic() + timeout
+
+        def answers() -> bool:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {log}")
+            try:
+                return bool(client.ping())
+            except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+                return False  # ResponseError: LOADING while the AOF is replayed after a restart
+
         try:
-            while True:
-                assert self.process is not None
-                if self.process.poll() is not None:
-                    log = (self.directory / "redis.log").read_text(errors="replace")[-2000:]
-                    raise RuntimeError(f"redis-server exited with {self.process.returncode}: {log}")
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-                    # ResponseError: LOADING while the AOF is replayed after a restart.
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"redis-server on port {self.port} not ready in {timeout}s")
-                time.sleep(0.02)
+            wait_until(answers, timeout, f"redis-server on port {self.port}", interval=0.02)
         finally:
             client.close()
 
@@ -106,15 +102,6 @@ def running_redis(directory: Path, *, aof: bool = False) -> Iterator[RedisServer
         yield server
     finally:
         server.stop()
-
-
-def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.02) -> None:
-    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def environ_with(**extra: str) -> dict[str, str]:

@@ -15,14 +15,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from rxbus.event import Event
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,20 +93,20 @@ class ServeProcess:
             self.command(), stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"rxbus serve exited with {self.proc.returncode}: {self.log_path.read_text()}"
                 )
             try:
-                status, _ = self.get("/healthz", timeout=0.5)
-                if status == 200:
-                    return self
+                return self.get("/healthz", timeout=0.5)[0] == 200
             except OSError:
-                pass
-            time.sleep(0.05)
-        raise TimeoutError(f"rxbus serve did not answer within {timeout}s: {self.log()}")
+                return False
+
+        wait_until(healthy, timeout, f"rxbus serve on {self.url}/healthz", interval=0.05)
+        return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
         """Send ``sig`` (SIGTERM: graceful; SIGKILL: crash) and wait for the exit code."""

@@ -29,7 +29,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any, TextIO
@@ -57,17 +56,19 @@ class ReceiverProcess:
         cmd = [sys.executable, __file__, "--port", str(self.port), "--ids-file", str(self.ids_file)]
         self.proc = subprocess.Popen([*cmd, *self.args])
         self.starts += 1
-        deadline = time.monotonic() + timeout
-        while True:
+        from tests.conftest import wait_until  # here: this file also runs as the receiver script
+
+        def answers() -> bool:
+            assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"receiver exited with {self.proc.returncode} at start-up")
             try:
                 self.stats()
-                return
             except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
+                return False
+            return True
+
+        wait_until(answers, timeout, f"the receiver on port {self.port}", interval=0.02)
 
     def stats(self) -> dict[str, int]:
         """The receiver's ``/stats``; raises ``OSError`` while it is down."""

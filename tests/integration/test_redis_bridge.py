@@ -15,8 +15,8 @@ from rxbus.sinks import RedisStreamSink
 from rxbus.sinks.redis import shard_for, shard_names
 from rxbus.sources import redis_stream
 from rxbus.sources.redis import Delivery, bridge
-from tests.conftest import require_binary
-from tests.integration.redis_server import RedisServer, running_redis, wait_for
+from tests.conftest import require_binary, wait_until
+from tests.integration.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
@@ -99,7 +99,7 @@ class TestSink:
         with RedisStreamSink(server.url, stream="s", batch_size=500, batch_seconds=0.02) as sink:
             for e in events(3):
                 sink.on_next(e)
-            wait_for(lambda: client.xlen("s") == 3, 10, "the time-triggered batch")
+            wait_until(lambda: client.xlen("s") == 3, 10, "the time-triggered batch")
             assert sink.stats["written"] == 3
 
     def test_maxlen_trims_the_stream(self, server: RedisServer, client: Any) -> None:
@@ -140,7 +140,7 @@ class TestSink:
             batch = events(1000)
             for e in batch:
                 sink.on_next(e)
-            wait_for(lambda: sink.stats["retried"] >= 2, 10, "failed write attempts")
+            wait_until(lambda: sink.stats["retried"] >= 2, 10, "failed write attempts")
             assert sink.stats["outbox"] == 1000
             assert sink.stats["written"] == 0
             srv.start()
@@ -286,12 +286,12 @@ class TestSource:
         """Subscribing to a stream that does not exist creates it and the group (MKSTREAM)."""
         got = Collector()
         sub = redis_stream(server.url, "fresh", "g", "c1", block=0.05).subscribe(got)
-        wait_for(lambda: client.exists("fresh"), 10, "the stream to be created")
+        wait_until(lambda: client.exists("fresh"), 10, "the stream to be created")
         groups = client.xinfo_groups("fresh")
         assert [g["name"] for g in groups] == [b"g"]
         batch = events(5)
         write_raw(client, "fresh", batch)
-        wait_for(lambda: len(got) == 5, 10, "five events")
+        wait_until(lambda: len(got) == 5, 10, "five events")
         sub.dispose()
         assert [e.id for e in got.items] == [e.id for e in batch]
 
@@ -302,7 +302,7 @@ class TestSource:
         got = Collector()
         source = redis_stream(server.url, "s", "g", "c1", batch_size=200, block=0.05)
         sub = source.subscribe(got)
-        wait_for(lambda: source.stats["acked"] == 1500, 15, "1500 acks")
+        wait_until(lambda: source.stats["acked"] == 1500, 15, "1500 acks")
         sub.dispose()
         assert [e.id for e in got.items] == [e.id for e in batch]
         assert got.items[3] == batch[3]
@@ -323,7 +323,7 @@ class TestSource:
 
         source = redis_stream(server.url, "s", "g", "c1", block=0.05, claim_idle=3600)
         sub = source.subscribe(handle)
-        wait_for(lambda: source.stats["acked"] == 2, 10, "two acks")
+        wait_until(lambda: source.stats["acked"] == 2, 10, "two acks")
         sub.dispose()
         assert handled == [batch[0].id, batch[2].id]
         assert source.stats["failed"] == 1
@@ -339,7 +339,7 @@ class TestSource:
         got = Collector()
         source = redis_stream(server.url, "s", "g", "c1", block=0.05)
         sub = source.subscribe(got)
-        wait_for(lambda: source.stats["acked"] == 6, 10, "six acks")
+        wait_until(lambda: source.stats["acked"] == 6, 10, "six acks")
         sub.dispose()
         assert [e.id for e in got.items] == [e.id for e in batch]
         assert source.stats["duplicates"] == 2
@@ -351,13 +351,13 @@ class TestSource:
         write_raw(client, "s", batch)
         first = redis_stream(server.url, "s", "g", "c1", block=0.05)
         sub = first.subscribe(Collector())
-        wait_for(lambda: first.stats["acked"] == 10, 10, "ten acks")
+        wait_until(lambda: first.stats["acked"] == 10, 10, "ten acks")
         sub.dispose()
         write_raw(client, "s", batch[:4])  # redelivered copies, e.g. from a producer retry
         got = Collector()
         second = redis_stream(server.url, "s", "g", "c2", block=0.05)
         sub = second.subscribe(got)
-        wait_for(lambda: second.stats["acked"] == 4, 10, "four acks")
+        wait_until(lambda: second.stats["acked"] == 4, 10, "four acks")
         sub.dispose()
         assert got.items == []
         assert second.stats["duplicates"] == 4
@@ -369,7 +369,7 @@ class TestSource:
         got = Collector()
         source = redis_stream(server.url, "s", "g", "c1", manual_ack=True, block=0.05)
         sub = source.subscribe(got)
-        wait_for(lambda: len(got) == 3, 10, "three deliveries")
+        wait_until(lambda: len(got) == 3, 10, "three deliveries")
         deliveries: list[Delivery] = got.items
         assert [d.event.id for d in deliveries] == [e.id for e in batch]
         assert all(d.deliveries == 1 and d.stream == "s" for d in deliveries)
@@ -377,7 +377,7 @@ class TestSource:
         deliveries[0].ack()
         deliveries[2].ack()
         deliveries[2].ack()  # idempotent
-        wait_for(lambda: pending_count(client, "s", "g") == 1, 10, "two acks to reach Redis")
+        wait_until(lambda: pending_count(client, "s", "g") == 1, 10, "two acks to reach Redis")
         sub.dispose()
         deliveries[1].ack()  # after disposal: sent at once
         assert pending_count(client, "s", "g") == 0
@@ -392,7 +392,7 @@ class TestSource:
         got = Collector()
         first = redis_stream(server.url, "s", "g", "c1", manual_ack=True, block=0.05)
         sub = first.subscribe(got)
-        wait_for(lambda: len(got) == 6, 10, "six deliveries")
+        wait_until(lambda: len(got) == 6, 10, "six deliveries")
         for d in got.items[:2]:
             d.ack()
         sub.dispose()
@@ -405,7 +405,7 @@ class TestSource:
             server.url, "s", "g", "c2", block=0.05, claim_idle=0, claim_interval=0.05
         )
         sub2 = second.subscribe(taken)
-        wait_for(lambda: second.stats["acked"] == 6, 10, "the claimed four plus two new")
+        wait_until(lambda: second.stats["acked"] == 6, 10, "the claimed four plus two new")
         sub2.dispose()
         assert sorted(e.id for e in taken.items) == sorted(e.id for e in [*batch[2:], *newer])
         assert second.stats["claimed"] == 4
@@ -420,7 +420,7 @@ class TestSource:
         got = Collector()
         first = redis_stream(server.url, "s", "g", "worker", manual_ack=True, block=0.05)
         sub = first.subscribe(got)
-        wait_for(lambda: len(got) == 5, 10, "five deliveries")
+        wait_until(lambda: len(got) == 5, 10, "five deliveries")
         got.items[0].ack()
         sub.dispose()
         newer = events(2, topic="later.event")
@@ -428,7 +428,7 @@ class TestSource:
         again = Collector()
         second = redis_stream(server.url, "s", "g", "worker", manual_ack=True, block=0.05)
         sub = second.subscribe(again)
-        wait_for(lambda: len(again) == 6, 10, "four recovered plus two new")
+        wait_until(lambda: len(again) == 6, 10, "four recovered plus two new")
         sub.dispose()
         ids = [d.event.id for d in again.items]
         assert ids == [e.id for e in batch[1:]] + [e.id for e in newer]
@@ -444,13 +444,13 @@ class TestSource:
         got = Collector()
         first = redis_stream(server.url, "s", "g", "worker", manual_ack=True, block=0.05)
         sub = first.subscribe(got)
-        wait_for(lambda: len(got) == 3, 10, "three deliveries")
+        wait_until(lambda: len(got) == 3, 10, "three deliveries")
         sub.dispose()
         client.xdel("s", got.items[1].entry_id)
         again = Collector()
         second = redis_stream(server.url, "s", "g", "worker", block=0.05)
         sub = second.subscribe(again)
-        wait_for(lambda: pending_count(client, "s", "g") == 0, 10, "nothing pending")
+        wait_until(lambda: pending_count(client, "s", "g") == 0, 10, "nothing pending")
         sub.dispose()
         assert [e.id for e in again.items] == [batch[0].id, batch[2].id]
 
@@ -465,8 +465,8 @@ class TestSource:
         got = Collector()
         source = redis_stream(server.url, "s", "g", "c1", block=0.05)
         sub = source.subscribe(got)
-        wait_for(lambda: client.exists("s:dead") and client.xlen("s:dead") == 2, 10, "2 letters")
-        wait_for(lambda: source.stats["acked"] == 1, 10, "the good one")
+        wait_until(lambda: client.exists("s:dead") and client.xlen("s:dead") == 2, 10, "2 letters")
+        wait_until(lambda: source.stats["acked"] == 1, 10, "the good one")
         sub.dispose()
         assert [e.id for e in got.items] == [good[0].id]
         reasons = [f[b"reason"].decode() for _, f in client.xrange("s:dead")]
@@ -482,10 +482,10 @@ class TestSource:
         got = Collector()
         source = redis_stream(server.url, "s", "fresh", "c1", start="$", block=0.05)
         sub = source.subscribe(got)
-        wait_for(lambda: b"fresh" in [g["name"] for g in client.xinfo_groups("s")], 10, "group")
+        wait_until(lambda: b"fresh" in [g["name"] for g in client.xinfo_groups("s")], 10, "group")
         later = events(2, topic="later.event")
         write_raw(client, "s", later)
-        wait_for(lambda: source.stats["acked"] == 2, 10, "two acks")
+        wait_until(lambda: source.stats["acked"] == 2, 10, "two acks")
         sub.dispose()
         assert [e.id for e in got.items] == [e.id for e in later]
 
@@ -499,12 +499,12 @@ class TestSource:
         got = Collector()
         source = redis_stream(server.url, "s", "g", "c1", block=0.05)
         sub = source.subscribe(got)
-        wait_for(lambda: source.stats["acked"] == 5, 10, "five acks")
+        wait_until(lambda: source.stats["acked"] == 5, 10, "five acks")
         client.xgroup_destroy("s", "g")
         second = events(3, topic="later.event")
         write_raw(client, "s", second)
-        wait_for(lambda: len(got) == 8, 10, "the three new events")
-        wait_for(lambda: source.stats["duplicates"] == 5, 10, "history skipped")
+        wait_until(lambda: len(got) == 8, 10, "the three new events")
+        wait_until(lambda: source.stats["duplicates"] == 5, 10, "history skipped")
         sub.dispose()
         assert [e.id for e in got.items] == [e.id for e in first + second]
         assert got.errors == []
@@ -516,7 +516,7 @@ class TestSource:
         client.set("s", "a string")
         got = Collector()
         redis_stream(server.url, "s", "g", "c1", block=0.05).subscribe(got)
-        wait_for(lambda: got.errors != [], 10, "on_error")
+        wait_until(lambda: got.errors != [], 10, "on_error")
         assert "WRONGTYPE" in str(got.errors[0])
 
     def test_bridge_publishes_into_a_bus_and_acks(self, server: RedisServer, client: Any) -> None:
@@ -527,8 +527,8 @@ class TestSource:
         seen: list[Event] = []
         bus.subscribe(seen.append, topic="orders.*")
         link = bridge(bus, server.url, "s", "g", "c1", block=0.05)
-        wait_for(lambda: len(seen) == 20, 10, "twenty events on the bus")
-        wait_for(lambda: pending_count(client, "s", "g") == 0, 10, "all acked")
+        wait_until(lambda: len(seen) == 20, 10, "twenty events on the bus")
+        wait_until(lambda: pending_count(client, "s", "g") == 0, 10, "all acked")
         link.dispose()
         bus.close()
         assert [e.id for e in seen] == [e.id for e in batch]
@@ -544,7 +544,7 @@ class TestSource:
         a.subscribe(sink, mode="thread", name="to-redis")
         link = bridge(b, server.url, "orders", "g", "c1", block=0.05)
         sent = [a.publish("orders.created", {"i": i}) for i in range(300)]
-        wait_for(lambda: len(received) == 300, 15, "300 events on bus B")
+        wait_until(lambda: len(received) == 300, 15, "300 events on bus B")
         link.dispose()
         a.close()
         b.close()

@@ -16,12 +16,7 @@ pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "scaling_out"
-README = ROOT / "README.md"
-
-
-def section() -> str:
-    """The README's "Scaling out" section."""
-    return README.read_text().split("\n## Scaling out", 1)[1].split("\n## ", 1)[0]
+PAGE = ROOT / "docs" / "scaling-out" / "redis.md"
 
 
 @pytest.fixture
@@ -30,12 +25,8 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
         yield srv
 
 
-def python_blocks(text: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-
-
 def test_producer_and_consumer_processes(server: RedisServer) -> None:
-    """consumer.py and producer.py, started as the README says, bill all 1000 orders."""
+    """consumer.py and producer.py, started as the docs page says, bill all 1000 orders."""
     env = environ_with(REDIS_URL=server.url)
     consumer = subprocess.Popen(
         [sys.executable, str(EXAMPLE / "consumer.py")],
@@ -67,9 +58,10 @@ def test_producer_and_consumer_processes(server: RedisServer) -> None:
     client.close()
 
 
-def test_the_readme_shows_the_example_files_verbatim() -> None:
-    """The README's listings are exactly the files this test runs (tests/test_readme.py runs
-    the section's other blocks)."""
-    blocks = python_blocks(section())
+def test_the_docs_show_the_example_files_verbatim() -> None:
+    """The page's listings include exactly the files this test runs (mkdocs' snippets include
+    them at build time, so they cannot drift; tests/docs runs the page's other blocks)."""
+    text = PAGE.read_text()
     for name in ("producer.py", "consumer.py"):
-        assert (EXAMPLE / name).read_text() in blocks, f"{name} differs from its README listing"
+        include = f'--8<-- "examples/scaling_out/{name}"'
+        assert re.search(rf"```text[^\n]*\n{re.escape(include)}\n```", text), name

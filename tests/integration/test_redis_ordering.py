@@ -13,7 +13,8 @@ from rxbus import Event
 from rxbus.sinks import RedisStreamSink
 from rxbus.sinks.redis import shard_for, shard_names
 from rxbus.sources import redis_stream
-from tests.integration.redis_server import RedisServer, running_redis, wait_for
+from tests.conftest import wait_until
+from tests.integration.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
@@ -39,7 +40,7 @@ def test_one_consumer_sees_a_stream_in_publish_order(server: RedisServer) -> Non
     got: list[Event] = []
     source = redis_stream(server.url, "orders", "g", "only", batch_size=300, block=0.05)
     sub = source.subscribe(got.append)
-    wait_for(lambda: source.stats["acked"] == 5_050, 30, "every entry acked")
+    wait_until(lambda: source.stats["acked"] == 5_050, 30, "every entry acked")
     sub.dispose()
     assert [e.id for e in got] == [e.id for e in sent]
     assert source.stats["duplicates"] == 50
@@ -79,7 +80,7 @@ def test_sharding_by_key_keeps_each_key_in_order_with_parallel_consumers(
         s.subscribe(collector(name))
         for s, name in zip(sources, shard_names("orders", shards), strict=True)
     ]
-    wait_for(lambda: sum(s.stats["acked"] for s in sources) == 8_000, 30, "all 8000 acked")
+    wait_until(lambda: sum(s.stats["acked"] for s in sources) == 8_000, 30, "all 8000 acked")
     for sub in subs:
         sub.dispose()
 

@@ -19,6 +19,7 @@ import socketio
 from rxbus.event import Event
 from rxbus.server.app import ServerConfig, is_loopback
 from rxbus.spool import Spool
+from tests.conftest import wait_until_async
 from tests.integration.serve_process import ServeProcess, child_env, rxbus_cmd
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,14 +42,6 @@ async def _client(url: str, token: str | None = None) -> tuple[socketio.AsyncCli
     client.on("event", received.append)
     await client.connect(url, auth={"token": token} if token else None, wait_timeout=10)
     return client, received
-
-
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.02)
 
 
 class TestHttpIngest:
@@ -300,10 +293,14 @@ class TestSocketIO:
             assert server.post(sent[:2])[0] == 200
             ack = await hooks.call("publish", sent[2:], timeout=10)
             assert ack == {"ok": True, "accepted": 2, "duplicates": 0}
-            await _until(lambda: len(got_both) >= 4 and len(got_hooks) >= 2)
-            await asyncio.sleep(0.2)  # a stray extra delivery would land in this window
-            assert [e["id"] for e in got_hooks] == [sent[0]["id"], sent[2]["id"]]
-            assert [e["id"] for e in got_both] == [e["id"] for e in sent]
+            # A marker both clients match, sent last: a stray extra copy of an earlier event
+            # would reach a client before it, on the same connection.
+            marker = events("room.hook.end")
+            assert server.post(marker)[0] == 200
+            await wait_until_async(lambda: marker[0]["id"] in {e["id"] for e in got_both})
+            await wait_until_async(lambda: marker[0]["id"] in {e["id"] for e in got_hooks})
+            assert [e["id"] for e in got_hooks] == [sent[0]["id"], sent[2]["id"], marker[0]["id"]]
+            assert [e["id"] for e in got_both] == [e["id"] for e in [*sent, marker[0]]]
             await hooks.disconnect()
             await both.disconnect()
 
@@ -329,12 +326,12 @@ class TestSocketIO:
             client, got = await _client(server.url)
             await client.call("subscribe", {"pattern": "unsub.*"})
             server.post(events("unsub.one"))
-            await _until(lambda: len(got) == 1)
+            await wait_until_async(lambda: len(got) == 1)
             assert (await client.call("unsubscribe", {"pattern": "unsub.*"})) == {"ok": True}
             marker, got_marker = await _client(server.url)
             await marker.call("subscribe", {"pattern": "unsub.*"})
             server.post(events("unsub.two"))
-            await _until(lambda: len(got_marker) == 1)
+            await wait_until_async(lambda: len(got_marker) == 1)
             assert [e["topic"] for e in got] == ["unsub.one"]
             await client.disconnect()
             await marker.disconnect()

@@ -19,6 +19,7 @@ import socketio
 from rxbus.event import Event
 from rxbus.server.app import RxbusServer, ServerConfig
 from rxbus.spool import Spool
+from tests.conftest import wait_until_async
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -103,11 +104,7 @@ def test_spool_watcher_delivers_events_spooled_while_running(tmp_path: Path) -> 
             spool = Spool(spool_dir)
             for event in events:
                 spool.append(event.id, event.to_json())
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15
-            while spool.pending() and loop.time() < deadline:
-                await asyncio.sleep(0.05)
-            assert spool.pending() == 0
+            await wait_until_async(lambda: spool.pending() == 0, 15, "the spool watcher")
             assert server.history("watch.*") == events
         finally:
             await server.stop()

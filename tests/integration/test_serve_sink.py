@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from rxbus.event import Event
+from tests.conftest import wait_until
 from tests.integration.serve_process import ServeProcess
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,9 +24,7 @@ def test_sink_into_serve_across_a_crash_stores_each_event_once(tmp_path: Path) -
     try:
         for event in events[:1500]:
             sink.on_next(event)
-        deadline = time.monotonic() + 30
-        while sink.stats["acknowledged"] < 500 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: sink.stats["acknowledged"] >= 500, 30, "the first 500 acks")
         server.stop(signal.SIGKILL)  # mid-stream: some batches in flight, unacknowledged
         for event in events[1500:]:
             sink.on_next(event)  # into the outbox while the server is down

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +20,10 @@ from rxbus import (
     Overflow,
 )
 from rxbus.sinks import SocketIOSink
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.integration.sio_receiver import ReceiverProcess
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -160,7 +150,11 @@ class TestOutages:
         sent = events(500)
         for event in sent:
             sink.on_next(event)
-        wait_for(lambda: sink.stats["connect_failures"] >= 1, what="a failed connection attempt")
+        wait_until(
+            lambda: sink.stats["connect_failures"] >= 1,
+            timeout=20,
+            what="a failed connection attempt",
+        )
         stats = sink.stats
         assert (stats["outbox"], stats["connected"], stats["acknowledged"]) == (500, 0, 0)
         with receiver:
@@ -177,9 +171,11 @@ class TestOutages:
         first, second = events(2000), events(2000)
         for event in first:
             sink.on_next(event)
-        wait_for(lambda: receiver.stats()["unique"] >= 200, what="the first events to arrive")
+        wait_until(
+            lambda: receiver.stats()["unique"] >= 200, timeout=20, what="the first events to arrive"
+        )
         receiver.kill()
-        wait_for(lambda: not sink.connected, what="the sink to notice the break")
+        wait_until(lambda: not sink.connected, timeout=20, what="the sink to notice the break")
         for event in second:  # the publisher carries on while the server is gone
             sink.on_next(event)
         receiver.start()
@@ -193,13 +189,13 @@ class TestOutages:
         """A frozen server acks late: the sink resends after ack_timeout; ids stay unique."""
         sink = SocketIOSink(receiver.url, ack_timeout=0.3, batch_size=20)
         sinks.append(sink)
-        wait_for(lambda: sink.connected, what="the first connection")
+        wait_until(lambda: sink.connected, timeout=20, what="the first connection")
         receiver.pause()
         try:
             sent = events(100)
             for event in sent:
                 sink.on_next(event)
-            wait_for(lambda: sink.stats["ack_timeouts"] >= 1, what="an ack timeout")
+            wait_until(lambda: sink.stats["ack_timeouts"] >= 1, timeout=20, what="an ack timeout")
         finally:
             receiver.resume()
         assert sink.flush(timeout=20)
@@ -297,7 +293,9 @@ class TestRejectionsAndLimits:
             wrong = SocketIOSink(receiver.url, token="nope", reconnect_delay_max=0.1)
             for event in events(5):
                 wrong.on_next(event)
-            wait_for(lambda: wrong.stats["connect_failures"] >= 2, what="refused connections")
+            wait_until(
+                lambda: wrong.stats["connect_failures"] >= 2, timeout=20, what="refused connections"
+            )
             assert wrong.last_error is not None
             assert wrong.close(timeout=0.05) == 5
             assert wrong.stats["abandoned"] == 5
@@ -348,7 +346,9 @@ class TestSpill:
         sent = events(1000)
         for start in range(0, 1000, 25):
             # Publish in bursts the spiller can absorb, as a steady producer would.
-            wait_for(lambda: sink.stats["in_memory"] <= 50, what="the spiller to catch up")
+            wait_until(
+                lambda: sink.stats["in_memory"] <= 50, timeout=20, what="the spiller to catch up"
+            )
             for event in sent[start : start + 25]:
                 sink.on_next(event)
         stats = sink.stats
@@ -434,9 +434,9 @@ class TestRxbusServe:
             first, second = events(1000), events(1000)
             for event in first:
                 sink.on_next(event)
-            wait_for(lambda: sink.stats["acknowledged"] >= 100, what="the first acks")
+            wait_until(lambda: sink.stats["acknowledged"] >= 100, timeout=20, what="the first acks")
             server.stop(signal.SIGKILL)
-            wait_for(lambda: not sink.connected, what="the sink to notice the break")
+            wait_until(lambda: not sink.connected, timeout=20, what="the sink to notice the break")
             for event in second:
                 sink.on_next(event)
             server.start()

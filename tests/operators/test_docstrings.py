@@ -39,4 +39,4 @@ def test_every_public_operator_documents_a_marble_and_an_example() -> None:
         "retry", "dedupe", "circuit_breaker", "rate_limit", "measure",
     ):  # fmt: skip
         doc = getattr(ops, name).__doc__ or ""
-        assert "---" in doc and "Example:" in doc and ">>>" in doc, name
+        assert "---" in doc and "Examples:" in doc and ">>>" in doc, name

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 
 import pytest
 
 import rxbus.operators as ops
 from rxbus import DeadLetter, Event, EventBus, RetryPolicy
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Poll ``condition`` until true or the deadline passes (real threads and loops)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.005)
-    return condition()
+from tests.conftest import wait_until
 
 
 def number(e: Event) -> int:

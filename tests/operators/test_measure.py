@@ -34,31 +34,59 @@ def test_passes_items_and_counts_rate_in_virtual_time(scheduler: TestScheduler) 
     assert {"p50", "p90", "p99", "p99_9", "max"} <= set(snap["latency_ns"])
 
 
+class FakeClock:
+    """A nanosecond clock that moves only when the test says so."""
+
+    def __init__(self, now: int = 0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
 def test_downstream_latency_is_what_the_rest_of_the_chain_takes() -> None:
-    """Latency covers the work after measure(): a slow step shows up in the percentiles."""
+    """Latency covers the work after measure(): exactly what the steps after it took."""
     registry = MetricsRegistry()
+    clock = FakeClock()
 
     def slow(x: int) -> int:
-        return sum(range(20_000)) + x
+        clock.now += 1_000 * (x + 1)  # item x takes (x + 1) µs in this step
+        return x
 
-    reactivex.from_iterable(range(50)).pipe(
-        ops.measure("fast", registry=registry),
+    def sink(x: int) -> None:
+        clock.now += 50
+
+    reactivex.from_iterable(range(5)).pipe(
+        ops.measure("before", registry=registry, clock=clock),
         ops.transform(slow),
-        ops.measure("after", registry=registry),
-    ).subscribe()
+        ops.measure("after", registry=registry, clock=clock),
+    ).subscribe(sink)
     snap = registry.snapshot()
-    assert snap["fast"]["latency_ns"]["p50"] > snap["after"]["latency_ns"]["p50"]
+    assert snap["after"]["latency_ns"] | {} == {
+        "count": 5, "p50": 50, "p90": 50, "p99": 50, "p99_9": 50, "max": 50,
+    }  # fmt: skip
+    before = snap["before"]["latency_ns"]
+    assert (before["count"], before["p50"], before["max"]) == (5, 3_050, 5_050)
 
 
 def test_age_latency_of_events() -> None:
     """latency="age" records how old each event is on arrival (never negative)."""
     registry = MetricsRegistry()
     events = [Event(topic="a") for _ in range(3)]
+    published_ns = int(events[-1].timestamp.timestamp() * 1e9)
+    clock = FakeClock(published_ns + 2_000_000)  # 2 ms after the last one was made
     reactivex.from_iterable(events).pipe(
-        ops.measure("age", registry=registry, latency="age")
+        ops.measure("age", registry=registry, latency="age", clock=clock)
     ).subscribe()
     lat = registry.snapshot()["age"]["latency_ns"]
-    assert lat["count"] == 3 and lat["p50"] >= 0
+    assert lat["count"] == 3 and lat["p50"] >= 2_000_000
+    assert lat["max"] == clock.now - int(events[0].timestamp.timestamp() * 1e9)
+
+    early = MetricsRegistry()  # a clock behind the events' timestamps records 0, not < 0
+    reactivex.from_iterable(events).pipe(
+        ops.measure("age", registry=early, latency="age", clock=FakeClock(0))
+    ).subscribe()
+    assert early.snapshot()["age"]["latency_ns"]["max"] == 0
 
 
 def test_bus_consumer_registry_is_the_default(consumer_context) -> None:
@@ -99,3 +127,5 @@ def test_bad_arguments() -> None:
         ops.measure("")
     with pytest.raises(ValueError, match="latency"):
         ops.measure("x", latency="p99")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"clock must be a function.*12"):
+        ops.measure("x", clock=12)  # type: ignore[arg-type]

@@ -1,7 +1,7 @@
 """Typing: mypy infers a chain's element type through every operator.
 
 (As with reactivex's own operators, a lambda inside ``pipe(...)`` is not inferred by mypy; the
-snippet uses named functions, as the README advises.)
+snippet uses named functions, as the Operators docs page advises.)
 
 mypy cannot follow the editable install's mapping of ``operators/`` to ``rxbus.operators``, so
 the test lays the package out as a wheel would (``rxbus/operators`` next to the core modules,

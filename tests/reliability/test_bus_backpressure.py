@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import threading
 import tracemalloc
@@ -11,6 +10,7 @@ from typing import Any
 import pytest
 
 from rxbus import BufferOverflowError, DeadLetter, Event, EventBus, Overflow
+from tests.conftest import wait_until_async
 
 CAPACITY = 10
 N = 100
@@ -35,8 +35,7 @@ class Gated:
 
     async def _on_next_async(self, e: Event) -> None:
         self.started.set()
-        while not self.gate.is_set():
-            await asyncio.sleep(0.001)
+        await wait_until_async(self.gate.is_set, 60, "the test to open the gate", interval=0.001)
         self.seen.append(e.data.get("i", -1))
 
     def on_error(self, err: Exception) -> None:

@@ -66,28 +66,25 @@ def test_every_seventh_failure_is_a_dead_letter_and_nothing_else(case: str) -> N
     assert stats["dead_lettered"] == len(expected_failures)
 
 
-def test_a_failing_bus_stream_subscriber_keeps_receiving() -> None:
+def test_a_failing_bus_stream_subscriber_keeps_receiving(bus: EventBus) -> None:
     """bus.topic(...).pipe(...).subscribe(...) gets the same isolation as bus.subscribe."""
-    with EventBus() as bus:
-        got: list[int] = []
-        bus.topic("a.*").pipe(rx_ops.map(failing_map)).subscribe(got.append)
-        for i in range(14):
-            bus.publish("a.b", {"i": i})
-        assert got == [i for i in range(14) if i % 7 != 6]
-        assert len(bus.recent_dead_letters()) == 2
+    got: list[int] = []
+    bus.topic("a.*").pipe(rx_ops.map(failing_map)).subscribe(got.append)
+    for i in range(14):
+        bus.publish("a.b", {"i": i})
+    assert got == [i for i in range(14) if i % 7 != 6]
+    assert len(bus.recent_dead_letters()) == 2
 
 
-def test_a_failing_dead_letter_observer_does_not_break_publishing() -> None:
-    with EventBus() as bus:
+def test_a_failing_dead_letter_observer_does_not_break_publishing(bus: EventBus) -> None:
+    def explode(_: DeadLetter) -> None:
+        raise RuntimeError("observer of dead letters fails too")
 
-        def explode(_: DeadLetter) -> None:
-            raise RuntimeError("observer of dead letters fails too")
-
-        bus.dead_letters.subscribe(explode)
-        bus.subscribe(every_seventh)
-        for i in range(14):
-            bus.publish("a", {"i": i})
-        assert bus.metrics()["dead_lettered"] == 2
+    bus.dead_letters.subscribe(explode)
+    bus.subscribe(every_seventh)
+    for i in range(14):
+        bus.publish("a", {"i": i})
+    assert bus.metrics()["dead_lettered"] == 2
 
 
 def test_a_slow_consumer_does_not_starve_a_fast_one() -> None:

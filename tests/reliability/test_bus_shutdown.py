@@ -9,6 +9,7 @@ import time
 from reactivex import operators as rx_ops
 
 from rxbus import BusClosedError, DeadLetter, Event, EventBus
+from tests.conftest import wait_until
 
 
 def test_close_drains_thread_and_async_consumers_then_completes() -> None:
@@ -87,23 +88,20 @@ def test_dead_letter_stream_completes_on_close() -> None:
     assert completed == [True]
 
 
-def test_dispose_counts_queued_events_as_dropped() -> None:
-    with EventBus() as bus:
-        gate = threading.Event()
-        c = bus.subscribe(lambda e: gate.wait(), mode="thread")
-        for _ in range(10):
-            bus.publish("a")
-        deadline = time.monotonic() + 10
-        while c.stats.queued != 9 and time.monotonic() < deadline:
-            time.sleep(0.001)
-        c.dispose()
-        gate.set()
-        s = c.stats
-        assert s.received == 10 and s.dropped == 9 and s.queued == 0
+def test_dispose_counts_queued_events_as_dropped(bus: EventBus) -> None:
+    gate = threading.Event()
+    c = bus.subscribe(lambda e: gate.wait(), mode="thread")
+    for _ in range(10):
         bus.publish("a")
-        assert c.stats.received == 10
-        m = bus.metrics()
-        assert c.name not in m["consumers"] and m["dropped"] == 9
+    wait_until(lambda: c.stats.queued == 9, what="9 events queued behind the gate")
+    c.dispose()
+    gate.set()
+    s = c.stats
+    assert s.received == 10 and s.dropped == 9 and s.queued == 0
+    bus.publish("a")
+    assert c.stats.received == 10
+    m = bus.metrics()
+    assert c.name not in m["consumers"] and m["dropped"] == 9
 
 
 def test_close_from_a_consumers_own_worker_does_not_wait_on_itself() -> None:
@@ -153,8 +151,7 @@ def test_a_second_concurrent_close_waits_for_the_first() -> None:
         bus.publish("a", {"i": i})
     first = threading.Thread(target=bus.close, kwargs={"timeout": 10})
     first.start()
-    while not bus.closed:
-        time.sleep(0.001)
+    wait_until(lambda: bus.closed, what="the first close() to start")
     threading.Timer(0.05, gate.set).start()
     assert bus.close(timeout=10) == []
     assert got == [0, 1, 2, 3, 4]  # the second call returned only after the drain
@@ -168,20 +165,16 @@ def test_a_producer_blocked_on_a_full_queue_when_close_starts_gets_a_dead_letter
     gate = threading.Event()
     c = bus.subscribe(lambda e: gate.wait(), mode="thread", queue_size=1)
     bus.publish("a", {"i": 0})
-    while c.stats.queued:  # until the worker holds event 0 in the sink
-        time.sleep(0.001)
+    wait_until(lambda: c.stats.queued == 0, what="the worker to hold event 0 in the sink")
     bus.publish("a", {"i": 1})  # fills the queue
     blocked = threading.Thread(target=bus.publish, args=("a", {"i": 2}))
     blocked.start()
-    while c.blocked == 0:
-        time.sleep(0.001)
+    wait_until(lambda: c.blocked > 0, what="the third publish to block on the full queue")
     threading.Timer(0.05, gate.set).start()
     c.dispose()
     blocked.join(10)
     assert [lt.event.data["i"] for lt in letters if isinstance(lt.error, BusClosedError)] == [1, 2]
-    deadline = time.monotonic() + 10
-    while c.stats.delivered == 0 and time.monotonic() < deadline:  # event 0 leaves the sink
-        time.sleep(0.001)
+    wait_until(lambda: c.stats.delivered >= 1, what="event 0 to leave the sink")
     s = c.stats
     assert s.received == s.delivered + s.failed + s.dropped + s.queued
 

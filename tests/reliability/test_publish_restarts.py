@@ -11,13 +11,13 @@ import json
 import signal
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from rxbus.spool import Spool
+from tests.conftest import wait_until
 from tests.integration.serve_process import ServeProcess, child_env, rxbus_cmd
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -58,8 +58,7 @@ def test_thousand_publishes_across_two_restarts_lose_and_duplicate_nothing(tmp_p
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = [pool.submit(one, n) for n in range(TOTAL)]
         for threshold, action in SCHEDULE:
-            while done < threshold:
-                time.sleep(0.01)
+            wait_until(lambda t=threshold: done >= t, 300, f"{threshold} publishes", interval=0.01)
             if action == "kill":
                 server.stop(signal.SIGKILL)
             elif action == "term":
@@ -74,10 +73,7 @@ def test_thousand_publishes_across_two_restarts_lose_and_duplicate_nothing(tmp_p
     assert failures == {}
     assert all(pending > 0 for pending in states), "each outage should have spooled events"
     # Events spooled near the end are delivered by the server's own spool watcher.
-    deadline = time.monotonic() + 30
-    while Spool(server.spool_dir).pending() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert Spool(server.spool_dir).pending() == 0
+    wait_until(lambda: Spool(server.spool_dir).pending() == 0, 30, "the spool to drain")
     assert server.stop(signal.SIGTERM) == 0
 
     stored = [e for e in server.stored() if e.topic == "rel.ev"]

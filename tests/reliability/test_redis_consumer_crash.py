@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.integration.redis_server import RedisServer, environ_with, running_redis, wait_for
+from tests.conftest import wait_until
+from tests.integration.redis_server import RedisServer, environ_with, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -63,7 +64,7 @@ def test_killed_consumer_work_is_claimed_and_every_event_handled(
         procs.append(producer)
         # The consumers join once the producer is half-way, so the stream has a backlog and a
         # consumer is in the middle of a full batch when it is killed.
-        wait_for(lambda: client.xlen("load") >= 50_000, 60, "the producer to be half-way")
+        wait_until(lambda: client.xlen("load") >= 50_000, 60, "the producer to be half-way")
         opts = ("--claim-idle", "2")
         a = spawn("consume", *common, "a", str(handled_a), *opts)
         b = spawn("consume", *common, "b", str(handled_b), *opts)
@@ -75,7 +76,7 @@ def test_killed_consumer_work_is_claimed_and_every_event_handled(
             held = client.xpending_range("load", "workers", "-", "+", 50, consumername="a")
             return len(held) == 50
 
-        wait_for(a_busy, 60, "consumer a to be mid-batch")
+        wait_until(a_busy, 60, "consumer a to be mid-batch")
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         killed_at = len(lines(handled_a))
@@ -97,8 +98,8 @@ def test_killed_consumer_work_is_claimed_and_every_event_handled(
         def all_handled() -> bool:
             return set(lines(handled_a)) | set(lines(handled_b)) >= expected
 
-        wait_for(all_handled, 90, "every event to be handled", interval=0.2)
-        wait_for(
+        wait_until(all_handled, 90, "every event to be handled", interval=0.2)
+        wait_until(
             lambda: client.xpending("load", "workers")["pending"] == 0, 30, "no pending entries"
         )
         b.send_signal(signal.SIGTERM)

@@ -12,7 +12,8 @@ import pytest
 
 from rxbus import Event
 from rxbus.sources import redis_stream
-from tests.integration.redis_server import RedisServer, environ_with, running_redis, wait_for
+from tests.conftest import wait_until
+from tests.integration.redis_server import RedisServer, environ_with, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
@@ -55,8 +56,8 @@ def test_an_event_that_always_fails_is_dead_lettered_with_its_count(server: Redi
         max_deliveries=3,
     )
     sub = source.subscribe(handle)
-    wait_for(lambda: client.exists("orders:dead") == 1, 30, "the dead-letter stream")
-    wait_for(lambda: client.xpending("orders", "billing")["pending"] == 0, 10, "no pending")
+    wait_until(lambda: client.exists("orders:dead") == 1, 30, "the dead-letter stream")
+    wait_until(lambda: client.xpending("orders", "billing")["pending"] == 0, 10, "no pending")
     sub.dispose()
 
     ((_, letter),) = client.xrange("orders:dead")
@@ -96,8 +97,8 @@ def test_an_event_that_crashes_its_process_is_dead_lettered(
         except subprocess.TimeoutExpired:
             code = None
         if code is None:
-            wait_for(lambda: client.exists("orders:dead") == 1, 30, "the dead-letter stream")
-            wait_for(lambda: client.xpending("orders", "billing")["pending"] == 0, 10, "acks")
+            wait_until(lambda: client.exists("orders:dead") == 1, 30, "the dead-letter stream")
+            wait_until(lambda: client.xpending("orders", "billing")["pending"] == 0, 10, "acks")
             proc.terminate()
             assert proc.wait(30) == 0
         exits.append(code)

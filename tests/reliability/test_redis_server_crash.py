@@ -16,7 +16,8 @@ import pytest
 from rxbus import Event
 from rxbus.sinks import RedisStreamSink
 from rxbus.sources import redis_stream
-from tests.integration.redis_server import RedisServer, running_redis, wait_for
+from tests.conftest import wait_until
+from tests.integration.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -65,14 +66,14 @@ def test_redis_killed_and_restarted_mid_stream_loses_nothing(server: RedisServer
 
     try:
         publish(20_000, "before")
-        wait_for(lambda: count() >= 1_000, 30, "the consumer to be mid-stream")
+        wait_until(lambda: count() >= 1_000, 30, "the consumer to be mid-stream")
         written_before_kill = sink.stats["written"]
         server.kill()
         handled_at_kill = count()
 
         publish(10_000, "down")  # held by the sink while Redis is away
-        wait_for(lambda: sink.stats["retried"] >= 1, 30, "the sink to notice the outage")
-        wait_for(lambda: source.stats["reconnects"] >= 1, 30, "the source to notice the outage")
+        wait_until(lambda: sink.stats["retried"] >= 1, 30, "the sink to notice the outage")
+        wait_until(lambda: source.stats["reconnects"] >= 1, 30, "the source to notice the outage")
 
         server.start()
         client = server.client()
@@ -81,8 +82,8 @@ def test_redis_killed_and_restarted_mid_stream_loses_nothing(server: RedisServer
         publish(10_000, "after")
         assert sink.flush(60)
 
-        wait_for(lambda: set(handled) >= set(sent), 60, "every event to be handled", 0.1)
-        wait_for(lambda: client.xpending("orders", "g")["pending"] == 0, 30, "no pending entries")
+        wait_until(lambda: set(handled) >= set(sent), 60, "every event to be handled", interval=0.1)
+        wait_until(lambda: client.xpending("orders", "g")["pending"] == 0, 30, "no pending entries")
     finally:
         subscription.dispose()
         sink.close(timeout=5)

@@ -20,7 +20,7 @@ import pytest
 
 from rxbus import Event, EventBus
 from rxbus.sinks import SocketIOSink
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.integration.sio_receiver import ReceiverProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -29,15 +29,6 @@ N = 100_000
 RATE = 40_000  # events per second offered by the publisher, so outages happen mid-stream
 OUTAGE_AT = 25_000  # the disruption starts once the receiver holds this many events
 OUTAGE_EVENTS = 15_000  # a killed server stays down while the publisher offers this many more
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 def received(receiver: ReceiverProcess) -> int:
@@ -151,11 +142,14 @@ def run_sink(
 
 
 def kill_and_restart(receiver: ReceiverProcess, publisher: Publisher) -> dict[str, int]:
-    wait_for(lambda: received(receiver) >= OUTAGE_AT, what=f"{OUTAGE_AT} events received")
+    wait_until(
+        lambda: received(receiver) >= OUTAGE_AT, timeout=30, what=f"{OUTAGE_AT} events received"
+    )
     receiver.kill()
     killed_at = len(publisher.ids)
-    wait_for(
+    wait_until(
         lambda: len(publisher.ids) >= min(N, killed_at + OUTAGE_EVENTS),
+        timeout=30,
         what="the publisher to carry on during the outage",
     )
     receiver.start()
@@ -163,7 +157,9 @@ def kill_and_restart(receiver: ReceiverProcess, publisher: Publisher) -> dict[st
 
 
 def stop_for_three_seconds(receiver: ReceiverProcess, publisher: Publisher) -> dict[str, int]:
-    wait_for(lambda: received(receiver) >= OUTAGE_AT, what=f"{OUTAGE_AT} events received")
+    wait_until(
+        lambda: received(receiver) >= OUTAGE_AT, timeout=30, what=f"{OUTAGE_AT} events received"
+    )
     receiver.pause()
     stopped_at = len(publisher.ids)
     try:
@@ -251,14 +247,16 @@ def test_raw_python_socketio_loss_is_counted_under_kill_and_restart(
         publisher = Publisher(emit).start()
         during = kill_and_restart(receiver, publisher)
         publisher.join()
-        # No acks to wait for: settle once the receiver's count stops moving (bounded).
-        last, still_since = -1, time.monotonic()
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and time.monotonic() - still_since < 1.0:
+        # No acks to wait for: settle once the receiver's count has not moved for 1 s.
+        seen = {"count": -1, "since": time.monotonic()}
+
+        def settled() -> bool:
             now = received(receiver)
-            if now != last:
-                last, still_since = now, time.monotonic()
-            time.sleep(0.05)
+            if now != seen["count"]:
+                seen.update(count=now, since=time.monotonic())
+            return time.monotonic() - seen["since"] >= 1.0
+
+        wait_until(settled, timeout=15, what="the receiver's count to settle", interval=0.05)
         seconds = time.perf_counter() - started
         unique, lost, duplicates = count(receiver, publisher.ids)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from rxbus import DeadLetter, Event, EventBus
 from rxbus.sinks import JsonlSink, SQLiteStore, read_jsonl
 from rxbus.sinks._batch import DEAD_LETTER_TOPIC, original_event
+from tests.conftest import wait_until
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "sqlite"])
@@ -52,12 +52,12 @@ def test_replay_from_store_then_live_has_no_gap_and_no_duplicate(tmp_path: Path)
         threads = [threading.Thread(target=publish, args=(k,)) for k in range(3)]
         for t in threads:
             t.start()
-        wait_until(lambda: min(published) >= 1_000)
+        wait_until(lambda: min(published) >= 1_000, 30)
         got: list[Event] = []
         subscription = bus.replay("load.*", store=store, live=True).subscribe(got.append)
         at_seam = list(published)
         # Keep publishing well past the seam before stopping.
-        wait_until(lambda: all(p >= s + 1_000 for p, s in zip(published, at_seam, strict=True)))
+        wait_until(lambda: all(p >= s + 1_000 for p, s in zip(published, at_seam, strict=True)), 30)
         stop.set()
         for t in threads:
             t.join()
@@ -67,14 +67,6 @@ def test_replay_from_store_then_live_has_no_gap_and_no_duplicate(tmp_path: Path)
         assert set(seq) == set(range(published[k])), f"producer {k}: a gap at the seam"
         assert seq == list(range(published[k])), f"producer {k}: a duplicate at the seam"
     assert len({e.id for e in got}) == len(got) == sum(published)
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s")
-        time.sleep(0.001)
 
 
 def test_replay_since_reads_from_the_store(tmp_path: Path) -> None:
@@ -180,39 +172,37 @@ def test_an_event_mutated_into_garbage_is_dead_lettered_alone(tmp_path: Path, ki
     assert stats["written"] == 99 and stats["errors"] == 1
 
 
-def test_failures_become_dead_letters_of_the_bus_the_sink_is_subscribed_to() -> None:
+def test_failures_become_dead_letters_of_the_bus_the_sink_is_subscribed_to(bus: EventBus) -> None:
     """Without dead_letters=, bus.subscribe(sink) binds the sink: events it cannot write are the
     bus's dead letters, counted for its consumer."""
     if not Path("/dev/full").exists():
         pytest.skip("/dev/full is not available on this system")
     full = JsonlSink("/dev/full", fsync="never")
-    with EventBus() as bus:
-        bus.subscribe(full, name="full")
-        sent = [bus.publish("t.a", {"i": i}) for i in range(50)]
-        assert full.flush()
-        letters = bus.recent_dead_letters(limit=1_000)
-        metrics = bus.metrics()
+    bus.subscribe(full, name="full")
+    sent = [bus.publish("t.a", {"i": i}) for i in range(50)]
+    assert full.flush()
+    letters = bus.recent_dead_letters(limit=1_000)
+    metrics = bus.metrics()
     assert [dl.event for dl in letters] == sent
     assert {dl.consumer for dl in letters} == {full.name}
     assert metrics["dead_lettered"] == 50
     assert metrics["consumers"]["full"]["dead_lettered"] == 50
 
 
-def test_a_store_keeping_dead_letters_on_a_full_disk_does_not_feed_itself() -> None:
+def test_a_store_keeping_dead_letters_on_a_full_disk_does_not_feed_itself(bus: EventBus) -> None:
     """bus.dead_letters.subscribe(store.on_next) on a store that cannot write: each failed event
     is one dead letter; the dead letter the store then fails to keep is logged, not sent round
     again (which would loop for as long as the disk stays full)."""
     if not Path("/dev/full").exists():
         pytest.skip("/dev/full is not available on this system")
     full = JsonlSink("/dev/full", fsync="never")
-    with EventBus() as bus:
-        bus.subscribe(full, name="full")
-        bus.dead_letters.subscribe(full.on_next)
-        for i in range(20):
-            bus.publish("t.a", {"i": i})
-        assert full.flush()
-        assert full.flush()  # the dead letters it was handed meanwhile are settled too
-        dead = bus.metrics()["dead_lettered"]
-        stats = full.stats
+    bus.subscribe(full, name="full")
+    bus.dead_letters.subscribe(full.on_next)
+    for i in range(20):
+        bus.publish("t.a", {"i": i})
+    assert full.flush()
+    assert full.flush()  # the dead letters it was handed meanwhile are settled too
+    dead = bus.metrics()["dead_lettered"]
+    stats = full.stats
     assert dead == 20
     assert stats["written"] == 0

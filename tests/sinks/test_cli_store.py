@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +69,7 @@ class TestTail:
         lines = capsys.readouterr().out.splitlines()
         assert len(lines) == 2 and all("build." in line for line in lines)
 
+    @pytest.mark.timeout(60)  # the deadline for the follower's blocking reads
     @pytest.mark.parametrize("suffix", [".db", ".jsonl"])
     def test_follow_prints_new_events_as_they_arrive(self, tmp_path: Path, suffix: str) -> None:
         """A real `rxbus tail` process follows the store while another writer appends (and, for
@@ -91,17 +91,19 @@ class TestTail:
                 if suffix == ".jsonl"
                 else SQLiteStore(path)
             )
-            sent = []
+            expected, got = [], []
             with sink:
                 for i in range(30):
                     e = Event(topic="app.tick" if i % 2 else "other.tick", data={"i": i})
                     sink.on_next(e)
-                    sent.append(e)
+                    if e.topic == "app.tick":
+                        expected.append(e)
                     if i % 10 == 9:
                         sink.flush()
-                        time.sleep(0.06)  # let the follower poll between bursts
-            expected = [e for e in sent if e.topic == "app.tick"]
-            got = [Event.from_json(follower.stdout.readline()) for _ in expected]
+                        # The follower prints this burst before the next one is written, so it
+                        # follows the store across each rotation (reading blocks until it has).
+                        while len(got) < len(expected):
+                            got.append(Event.from_json(follower.stdout.readline()))
             assert got == expected
             if suffix == ".jsonl":
                 assert len(list(tmp_path.glob("live.jsonl.*"))) >= 2  # it did rotate

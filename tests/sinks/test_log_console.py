@@ -74,12 +74,11 @@ class TestLogSink:
         assert record["level"].name == "ERROR"
         assert record["extra"]["data"]["error"] == "RuntimeError: smtp down"
 
-    def test_global_handlers_are_left_alone(self) -> None:
+    def test_global_handlers_are_left_alone(self, bus: EventBus) -> None:
         """Creating and using a LogSink adds, removes and changes no loguru handler."""
         before = dict(logger._core.handlers)  # type: ignore[attr-defined]
-        with EventBus() as bus:
-            bus.subscribe(LogSink())
-            bus.publish("t.a")
+        bus.subscribe(LogSink())
+        bus.publish("t.a")
         assert dict(logger._core.handlers) == before  # type: ignore[attr-defined]
 
     def test_records_flow_while_the_library_logger_is_disabled(self, records: list[Any]) -> None:
@@ -107,12 +106,11 @@ class TestLogSink:
         assert sink.stats == {"logged": 0, "errors": 1}
         assert isinstance(letters[0].error, KeyError)
 
-    def test_stats_in_bus_metrics(self, records: list[Any]) -> None:
-        with EventBus() as bus:
-            bus.subscribe(LogSink(), name="log")
-            for _ in range(3):
-                bus.publish("t.a")
-            assert bus.metrics()["consumers"]["log"]["sink"] == {"logged": 3, "errors": 0}
+    def test_stats_in_bus_metrics(self, bus: EventBus, records: list[Any]) -> None:
+        bus.subscribe(LogSink(), name="log")
+        for _ in range(3):
+            bus.publish("t.a")
+        assert bus.metrics()["consumers"]["log"]["sink"] == {"logged": 3, "errors": 0}
 
 
 class TestConsoleSink:

@@ -139,7 +139,8 @@ def test_cli_bench_table_and_errors() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "x floor" in proc.stdout and "bare Subject" in proc.stdout
+    assert "x floor" in proc.stdout and "Subject: filter → map" in proc.stdout
+    assert max(map(len, proc.stdout.splitlines())) <= 80  # fits a terminal of 80 columns
     bad = subprocess.run(
         [sys.executable, "-m", "rxbus", "bench", "-n", "0"],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""docs/make_images.py draws the README's pictures from real runs; the committed ones are current."""
+"""docs/make_images.py draws the docs' pictures from real runs; the committed ones are current."""
 
 from __future__ import annotations
 

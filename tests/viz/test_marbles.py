@@ -94,6 +94,35 @@ def test_simultaneous_items_are_spread_apart_in_order() -> None:
     assert xs[1] - xs[0] >= 26 and xs[2] - xs[1] >= 26
 
 
+def test_a_burst_too_dense_for_the_axis_is_counted_in_group_markers() -> None:
+    """120 items in bursts (as dead letters come): the picture keeps its width, every marker
+    sits on the time axis, and the markers count every item once, in order."""
+    scheduler = TestScheduler()
+    times = [0.01 * i for i in range(100)] + [5.0] + [9.0 + 0.001 * i for i in range(19)]
+    source = reactivex.merge(*(reactivex.timer(t).pipe(rx.map(lambda _, t=t: t)) for t in times))
+    rec = record({"dead letters": source}, scheduler=scheduler)
+    scheduler.start()
+    diagram = marbles(rec, title="dead letters over time", time_unit="s")
+    root = ET.fromstring(diagram.svg)
+    axis = root.find(".//svg:g[@class='time-axis']/svg:line", NS)
+    axis_start, axis_end = float(axis.get("x1")), float(axis.get("x2"))
+    assert axis_end - axis_start == 640 and diagram.width <= 900
+    items = _lanes(root)["dead letters"].findall("svg:g", NS)
+    counts = [int(g.get("data-count", 1)) for g in items]
+    assert sum(counts) == 120 and max(counts) > 1
+    starts = [float(g.get("data-time")) for g in items]
+    assert starts == sorted(starts) and starts[0] == 0 and 5.0 in starts
+    for g in items:
+        shape = (
+            g.find("svg:rect", NS)
+            if g.find("svg:rect", NS) is not None
+            else g.find("svg:circle", NS)
+        )
+        left = float(shape.get("x", shape.get("cx")))
+        right = left + float(shape.get("width", 0)) if shape.get("x") else left
+        assert axis_start - 14 <= left and right <= axis_end + 2 * 13 + 4
+
+
 def test_event_labels_and_text_are_escaped() -> None:
     """Events are labelled by type; hostile content is escaped and still parses."""
     events = [Event(topic="a.b", type="<x>", data={"html": "<script>alert(1)</script>"})]
