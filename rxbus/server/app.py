@@ -34,7 +34,7 @@ from aiohttp import web
 
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
-from rxbus.server.ingest import Rejected, events_from_body, events_from_payload
+from rxbus.server.ingest import MAX_ID_CHARS, Rejected, events_from_body, events_from_payload
 from rxbus.topics import compile_pattern, validate_pattern
 
 __all__ = ["NotStored", "RxbusServer", "ServerConfig", "is_loopback"]
@@ -45,6 +45,7 @@ STATIC = Path(__file__).with_name("static")
 _SPOOL_INTERVAL = 2.0  # seconds between scans of the local spool while serving
 _DEAD_ROOM = ":dead_letters"  # pattern rooms are "p:<pattern>"; ":" never starts one
 _MAX_MISSED = 1000  # most events a subscribe ack carries
+_PAGE = 100  # events read per step of GET /events
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,33 +508,55 @@ class RxbusServer:
         return web.json_response({"ok": True, "accepted": self.accepted})
 
     async def _post_events(self, request: web.Request) -> web.Response:
+        max_body = self.config.max_body
         length = request.content_length
-        if length is not None and length > self.config.max_body:
-            raise Rejected(
-                413, f"body is {length} bytes; at most {self.config.max_body} (--max-body)"
-            )
-        body = await request.content.read(self.config.max_body + 1)
-        if len(body) > self.config.max_body or not request.content.at_eof():
-            raise Rejected(413, f"body exceeds {self.config.max_body} bytes (--max-body)")
-        events = events_from_body(body, request.content_type, self.config.max_event_bytes)
+        if length is not None and length > max_body:
+            raise Rejected(413, f"body is {length} bytes; at most {max_body} (--max-body)")
+        # content.read(n) returns what is buffered so far, not n bytes: read until the end.
+        body = bytearray()
+        while len(body) <= max_body:
+            chunk = await request.content.read(max_body + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        if len(body) > max_body:
+            raise Rejected(413, f"body exceeds {max_body} bytes (--max-body)")
+        events = events_from_body(bytes(body), request.content_type, self.config.max_event_bytes)
         accepted, duplicates = await self.ingest(events)
         return web.json_response({"accepted": accepted, "duplicates": duplicates})
 
-    async def _get_events(self, request: web.Request) -> web.Response:
+    async def _get_events(self, request: web.Request) -> web.StreamResponse:
+        """History as a JSON array, written a page at a time so memory stays bounded."""
         pattern = request.query.get("pattern", "**")
         after = request.query.get("after") or None
         try:
             validate_pattern(pattern)
         except ValueError as err:
             raise Rejected(400, str(err)) from None
+        if after is not None and len(after) > MAX_ID_CHARS:
+            raise Rejected(400, f"after is {len(after)} characters; at most {MAX_ID_CHARS}")
         limit_text = request.query.get("limit", str(_MAX_MISSED))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
             raise Rejected(400, f"limit must be an integer 1..10000, got {limit_text[:40]!r}")
         loop = asyncio.get_running_loop()
-        events = await loop.run_in_executor(
-            None, lambda: self.history(pattern, after, int(limit_text))
-        )
-        return web.json_response([e.to_dict() for e in events], dumps=_dumps)
+        pages = _HistoryPages(self, pattern, after, int(limit_text))
+        page = await loop.run_in_executor(None, pages.next)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        separator = b"["
+        while page:
+            chunk = bytearray()
+            for event in page:
+                # One line at a time into one buffer: orjson's results kept alive until a join
+                # hold many times their size.
+                chunk += separator
+                chunk += event.to_json()
+                separator = b","
+            await response.write(chunk)
+            page = await loop.run_in_executor(None, pages.next)
+        await response.write(b"]" if separator == b"," else b"[]")
+        await response.write_eof()
+        return response
 
     async def _metrics(self, request: web.Request) -> web.Response:
         from rxbus.server.metrics import render_prometheus
@@ -639,6 +662,71 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+class _HistoryPages:
+    """``GET /events`` read in pages of :data:`_PAGE` events, oldest first.
+
+    With ``after`` it reads forward from that event; without, it first walks back ``limit``
+    events to find where to start (keeping only ids), then reads forward, so no more than a page
+    of events is held at once.
+    """
+
+    def __init__(self, server: RxbusServer, pattern: str, after: str | None, limit: int) -> None:
+        self.server = server
+        self.store = server._store
+        self.pattern = pattern
+        self.left = limit
+        self.cursor = after
+        self.ring: list[Event] | None = None
+        self.started = after is not None
+
+    def next(self) -> list[Event]:
+        """The next page; empty when done."""
+        if not self.started:
+            self.started = True
+            self._start()
+        if self.left <= 0:
+            return []
+        size = min(_PAGE, self.left)
+        if self.ring is not None:
+            page, self.ring = self.ring[:size], self.ring[size:]
+        elif self.store is None:
+            page = self.server.history(self.pattern, self.cursor, size)
+        elif self.cursor is None:
+            page = list(self.store.query(self.pattern, limit=size))
+        else:
+            page = list(self.store.query(self.pattern, after=self.cursor, limit=size))
+        if page:
+            self.cursor = page[-1].id
+        self.left = self.left - len(page) if len(page) == size else 0
+        return page
+
+    def _start(self) -> None:
+        """Find the oldest of the newest ``limit`` events: read after the one before it."""
+        if self.store is None:
+            # The bus's ring is in memory already: page through its newest ``limit`` events.
+            self.ring = self.server.bus.history(self.pattern)[-self.left :]
+            self.left = len(self.ring)
+            return
+        store = self.store
+        found = 0
+        until: str | None = None
+        while found < self.left:
+            want = min(_PAGE, self.left - found)
+            page = [
+                e.id for e in store.latest(self.pattern, want + (1 if until else 0), until=until)
+            ]
+            if until:
+                page = page[:-1]  # ``until`` is inclusive: that event is counted already
+            if not page:
+                break
+            found += len(page)
+            until = page[0]
+        self.left = found
+        if until is not None:
+            before = store.latest(self.pattern, 2, until=until)
+            self.cursor = before[0].id if len(before) == 2 else None
 
 
 def _loopback_host(host_header: str) -> bool:
