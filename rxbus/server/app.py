@@ -300,7 +300,11 @@ class RxbusServer:
         return fresh
 
     async def drain_spool(self) -> int:
-        """Deliver the events ``rxbus publish`` spooled while the server was down.
+        """Deliver the events ``rxbus publish`` spooled for this server while it was down.
+
+        Only the spools of this server's own addresses (``127.0.0.1``/``localhost``/its host, at
+        its port) are read, plus spool files from before spools were kept per destination. An
+        entry that cannot be read is quarantined with a warning; it never stops the server.
 
         Returns:
             How many spooled events were handed over (duplicates included).
@@ -309,25 +313,38 @@ class RxbusServer:
 
         if not self.config.spool:
             return 0
-        spool = Spool(self.config.spool)
-        if not spool.pending():
-            return 0
+        root = self.config.spool
+        hosts = dict.fromkeys(("127.0.0.1", "localhost", self.config.host))
+        spools = [Spool(root)]
+        if self._port:
+            spools += [Spool.for_url(root, f"http://{h}:{self._port}") for h in hosts if h]
         loop = asyncio.get_running_loop()
 
-        def send(lines: list[bytes]) -> Outcome:
-            try:
-                events = events_from_body(
-                    b"\n".join(lines), "application/x-ndjson", self.config.max_event_bytes
-                )
-            except Rejected as err:
-                if len(lines) == 1:
-                    log.warning("spool %s: event set aside: %s", spool.directory, err.message)
-                return "rejected"
-            asyncio.run_coroutine_threadsafe(self.ingest(events), loop).result()
-            return "ok"
+        def drain(spool: Spool) -> int:
+            def send(lines: list[bytes]) -> Outcome:
+                try:
+                    events = events_from_body(
+                        b"\n".join(lines), "application/x-ndjson", self.config.max_event_bytes
+                    )
+                except Rejected as err:
+                    if len(lines) == 1:
+                        log.warning("spool %s: event set aside: %s", spool.directory, err.message)
+                    return "rejected"
+                asyncio.run_coroutine_threadsafe(self.ingest(events), loop).result()
+                return "ok"
 
-        # The spool blocks on file I/O and flock: run it off the loop, which does the ingest.
-        return await loop.run_in_executor(None, lambda: spool.drain(send))
+            if not spool.pending():
+                return 0
+            return spool.drain(send, warn=log.warning)
+
+        delivered = 0
+        for spool in spools:
+            try:
+                # The spool blocks on file I/O and flock: run it off the loop, which ingests.
+                delivered += await loop.run_in_executor(None, drain, spool)
+            except OSError as err:
+                log.warning("spool %s cannot be read (%s); will retry", spool.directory, err)
+        return delivered
 
     async def _watch_spool(self) -> None:
         while True:

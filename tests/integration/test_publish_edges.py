@@ -1,0 +1,189 @@
+"""``rxbus publish`` at its edges (issue 12): nothing a hook publishes is lost or misdelivered.
+
+Each test runs the command as a hook does (a fresh process) against a real ``rxbus serve``, a
+hung (SIGSTOPped) one, or none, and then counts where every event went.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from rxbus.event import Event
+from rxbus.spool import Spool
+from tests.conftest import free_port
+from tests.integration.serve_process import ServeProcess, child_env, rxbus_cmd
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def publish(
+    *args: str, url: str, spool: Path, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    cmd = rxbus_cmd("publish", *args, "--url", url, "--spool", str(spool))
+    return subprocess.run(cmd, input=stdin, capture_output=True, env=env or child_env(), timeout=60)
+
+
+def down_url() -> str:
+    return f"http://127.0.0.1:{free_port()}"
+
+
+class TestLargeEvents:
+    @pytest.mark.parametrize("size", [300_000, 600_000, 900_000])
+    def test_large_events_are_delivered(self, tmp_path: Path, size: int) -> None:
+        """300-900 KB events reach the server (they used to get a 413 and vanish)."""
+        with ServeProcess(tmp_path) as server:
+            result = publish(
+                "big.ev", stdin=json.dumps({"x": "y" * size}).encode(), url=server.url,
+                spool=server.spool_dir,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+            [stored] = server.history("big.*")
+        assert len(stored["data"]["x"]) == size
+        assert Spool.for_url(server.spool_dir, server.url).pending() == 0
+
+    def test_an_event_the_server_refuses_is_set_aside_with_one_line(self, tmp_path: Path) -> None:
+        """A 413 from the server: exit 2, one line naming where the event now is, file kept."""
+        with ServeProcess(tmp_path, args=("--max-event-bytes", "2000")) as server:
+            result = publish(
+                "big.ev", "--data", json.dumps({"x": "y" * 5000}), url=server.url,
+                spool=server.spool_dir,
+            )  # fmt: skip
+        [line] = result.stderr.decode().splitlines()
+        spool = Spool.for_url(server.spool_dir, server.url)
+        [kept] = spool.rejected()
+        assert result.returncode == 2 and "413" in line and str(kept) in line
+        assert Event.from_json(kept.read_bytes()).data == {"x": "y" * 5000}
+
+
+class TestDestinations:
+    def test_an_event_for_one_server_is_never_delivered_to_another(self, tmp_path: Path) -> None:
+        """Spooled for an unreachable URL, the event stays there while another server drains."""
+        root = tmp_path / "spool"
+        elsewhere = down_url()
+        assert publish("for.elsewhere", url=elsewhere, spool=root).returncode == 0
+        with ServeProcess(tmp_path / "srv", args=("--spool", str(root))) as server:
+            assert publish("for.here", url=server.url, spool=root).returncode == 0
+            topics = [e["topic"] for e in server.history("**")]
+        assert topics == ["for.here"]
+        waiting = Spool.for_url(root, elsewhere)
+        assert waiting.pending() == 1 and waiting.url == elsewhere
+        assert [s.url for s in Spool.destinations(root)] == [elsewhere]
+
+    def test_the_spool_of_a_server_is_delivered_when_it_comes_up(self, tmp_path: Path) -> None:
+        server = ServeProcess(tmp_path)
+        for n in range(3):
+            publish(
+                "late.ev", "--data", json.dumps({"n": n}), url=server.url, spool=server.spool_dir
+            )
+        with server:
+            assert sorted(e["data"]["n"] for e in server.history("late.*")) == [0, 1, 2]
+
+
+class TestBadSpoolEntries:
+    def fill(self, spool: Spool, count: int) -> list[Event]:
+        events = [Event(topic="good.ev", data={"n": n}) for n in range(count)]
+        for event in events:
+            spool.append(event.id, event.to_json())
+        (spool.directory / "0000-a-directory.json").mkdir()  # sorts first
+        return events
+
+    def test_publish_quarantines_an_unreadable_entry_and_delivers_the_rest(
+        self, tmp_path: Path
+    ) -> None:
+        with ServeProcess(tmp_path, args=("--spool", "none")) as server:
+            spool = Spool.for_url(server.spool_dir, server.url)
+            good = self.fill(spool, 3)
+            result = publish("next.ev", url=server.url, spool=server.spool_dir)
+            ids = [e["id"] for e in server.history("good.*")]
+        [line] = result.stderr.decode().splitlines()
+        assert result.returncode == 0 and "0000-a-directory.json" in line and "moved" in line
+        assert ids == [e.id for e in good]
+        assert [p.name for p in spool.quarantined()] == ["0000-a-directory.json"]
+        assert spool.pending() == 0
+
+    def test_serve_starts_and_delivers_despite_an_unreadable_entry(self, tmp_path: Path) -> None:
+        server = ServeProcess(tmp_path)
+        spool = Spool.for_url(server.spool_dir, server.url)
+        good = self.fill(spool, 3)
+        legacy = Spool(server.spool_dir)  # files from before per-destination spools
+        (legacy.directory / "0000-old-directory.json").mkdir()
+        with server:
+            ids = [e["id"] for e in server.history("good.*")]
+        assert ids == [e.id for e in good]
+        assert [p.name for p in spool.quarantined()] == ["0000-a-directory.json"]
+        assert [p.name for p in legacy.quarantined()] == ["0000-old-directory.json"]
+        assert "0000-a-directory.json" in server.log() and "Traceback" not in server.log()
+
+
+class TestUnwritableSpool:
+    def test_one_line_and_exit_1_when_nothing_can_keep_the_event(self, tmp_path: Path) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        result = publish("lost.ev", url=down_url(), spool=blocker / "spool")
+        [line] = result.stderr.decode().splitlines()
+        assert result.returncode == 1
+        assert line.startswith("rxbus publish: error: event ") and "could not be spooled" in line
+        assert "not delivered" in line and "a-file" in line
+
+    def test_the_fallback_spool_keeps_the_event(self, tmp_path: Path) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        url = down_url()
+        env = child_env(RXBUS_SPOOL_FALLBACK=str(tmp_path / "second"))
+        result = publish("kept.ev", "-v", url=url, spool=blocker / "spool", env=env)
+        fallback = Spool.for_url(tmp_path / "second", url)
+        assert result.returncode == 0 and fallback.pending() == 1, result.stderr
+        assert f"spooled {next(fallback.directory.glob('*.json')).stem}" in result.stderr.decode()
+
+
+class TestHooksStayFast:
+    def test_a_hung_server_costs_at_most_250_ms_and_the_event_is_spooled(
+        self, tmp_path: Path
+    ) -> None:
+        """SIGSTOPped server: the call returns within 250 ms (best of 5, process start-up
+        included) and the event is spooled; once the server resumes it is delivered once."""
+        with ServeProcess(tmp_path) as server:
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                took = []
+                for n in range(5):
+                    start = time.perf_counter()
+                    result = publish(
+                        "hung.ev", "-v", "--data", json.dumps({"n": n}), url=server.url,
+                        spool=server.spool_dir,
+                    )  # fmt: skip
+                    took.append(time.perf_counter() - start)
+                    assert result.returncode == 0 and b"spooled" in result.stderr
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            spool = Spool.for_url(server.spool_dir, server.url)
+            assert min(took) < 0.25, took
+            # The hung server may have read a request before it stopped: resumed, it stores
+            # it, and the spooled copy is dropped as a duplicate. Either way, each event once.
+            deadline = time.monotonic() + 30
+            while spool.pending() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            got = sorted(e["data"]["n"] for e in server.history("hung.*"))
+        assert got == [0, 1, 2, 3, 4]
+
+
+class TestVerbose:
+    def test_silent_by_default_and_says_which_with_v(self, tmp_path: Path) -> None:
+        url = down_url()
+        quiet = publish("v.ev", url=url, spool=tmp_path / "spool")
+        spooled = publish("v.ev", "-v", url=url, spool=tmp_path / "spool")
+        assert quiet.returncode == spooled.returncode == 0
+        assert quiet.stdout == quiet.stderr == spooled.stdout == b""
+        [line] = spooled.stderr.decode().splitlines()
+        assert "spooled" in line and "unreachable" in line and url in line
+        with ServeProcess(tmp_path / "srv") as server:
+            delivered = publish("v.ev", "-v", url=server.url, spool=server.spool_dir)
+        [line] = delivered.stderr.decode().splitlines()
+        assert delivered.stdout == b"" and "delivered" in line and server.url in line
