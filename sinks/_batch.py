@@ -124,6 +124,28 @@ class BatchWriter:
         if not self._wake.is_set():
             self._wake.set()
 
+    def put_durable(self, item: Any) -> None:
+        """Queue ``item`` and return once the writer has written it (group commit).
+
+        The writer takes every item waiting when it wakes, writes them in one ``write`` call
+        (which syncs them, for a durable sink) and only then releases their callers, so many
+        publishing threads share one fsync instead of queueing behind one each.
+
+        Raises:
+            SinkClosedError, BufferOverflowError: as :meth:`put`.
+        """
+        self.put(item)
+        if threading.current_thread() is self._thread:
+            return  # e.g. a dead letter of this sink fed back to it: waiting would deadlock
+        marker = _Marker()
+        self._queue.append(marker)
+        if not self._wake.is_set():
+            self._wake.set()
+        # Bounded waits only to notice a writer that died; a live writer sets the marker.
+        while not marker.wait(1.0):
+            if not self._thread.is_alive():
+                return
+
     def _wait_for_room(self) -> None:
         deadline = time.monotonic() + self._put_timeout
         self._wake.set()
@@ -180,13 +202,15 @@ class BatchWriter:
             wake.clear()
             while queue:
                 batch = []
-                marker = None
-                for _ in range(min(len(queue), self._max_batch)):
+                markers = []
+                # Markers (flush and durable-put requests) ride along: each is set once the
+                # batch holding everything ahead of it is written, so one write serves them all.
+                while queue and len(batch) < self._max_batch:
                     item = queue.popleft()
                     if item.__class__ is _Marker:
-                        marker = item
-                        break  # write what is ahead of the marker, then signal it
-                    batch.append(item)
+                        markers.append(item)
+                    else:
+                        batch.append(item)
                 if batch:
                     try:
                         self._write(batch)
@@ -195,7 +219,7 @@ class BatchWriter:
                     with self._progress:
                         self._done += len(batch)
                         self._progress.notify_all()
-                if marker is not None:
+                for marker in markers:
                     marker.set()
             if self._tick is not None:
                 try:

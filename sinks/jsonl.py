@@ -77,8 +77,9 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         rotate_every: also rotate a non-empty file this often (seconds or a ``timedelta``).
         keep: rotated files to keep (oldest deleted first); ``None`` keeps them all.
         fsync: ``"never"`` (write to the OS only: survives a crash of the process, not of the
-            machine), ``"batch"`` (fsync after every batch) or ``"always"`` (a write and an fsync
-            per event).
+            machine), ``"batch"`` (fsync after every batch; ``on_next`` only queues, so a crash
+            loses what is still queued) or ``"always"`` (``on_next`` returns once the event is
+            written and fsynced; events from many threads share one fsync, group commit).
         dead_letters: called with a :class:`rxbus.DeadLetter` for every event that could not be
             written (disk full, closed sink, unsupported item). Default: the
             dead letters of the bus the sink is subscribed to (``bus.subscribe(sink)`` binds it),
@@ -127,6 +128,7 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         self._rotate_every = rotate_every
         self._keep = keep
         self._fsync = fsync
+        self._durable = fsync == "always"
         self._dead_letters = dead_letters
         self._explicit_dead_letters = dead_letters is not None
         self._closed = False
@@ -146,7 +148,7 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
             self.name,
             self._write,
             self._fail,
-            max_batch=1 if fsync == "always" else max_batch,
+            max_batch=max_batch,
             max_pending=max_pending,
             put_timeout=put_timeout,
             tick=self._rotate_if_old if rotate_every else None,
@@ -160,7 +162,10 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         try:
             if type(event) is not Event:
                 event = as_event(event)
-            self._writer.put(event)
+            if self._durable:
+                self._writer.put_durable(event)
+            else:
+                self._writer.put(event)
         except Exception as err:
             self._dropped.increment()
             report_failure(self._dead_letters, self.name, [event], err)

@@ -107,8 +107,10 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         max_events: keep at most this many events (oldest deleted first); ``None`` keeps all.
         max_age: delete events older than this (seconds or a ``timedelta``), checked every second.
         fsync: ``"never"`` (WAL with ``synchronous=NORMAL``: survives a crash of the process, not
-            of the machine), ``"batch"`` (``synchronous=FULL``: each batch's commit is fsynced) or
-            ``"always"`` (a commit and fsync per event).
+            of the machine), ``"batch"`` (``synchronous=FULL``: each batch's commit is fsynced;
+            ``on_next`` only queues, so a crash loses what is still queued) or ``"always"``
+            (``on_next`` returns once the event's commit is fsynced; events from many threads
+            share one commit, group commit).
         dead_letters: called with a :class:`rxbus.DeadLetter` for every event that could not be
             stored (disk full, closed store, unsupported item). Default: the
             dead letters of the bus the sink is subscribed to (``bus.subscribe(sink)`` binds it),
@@ -160,6 +162,7 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         self.path = Path(path)
         self.name = name or f"SQLiteStore({self.path.name})"
         self.readonly = readonly
+        self._durable = fsync == "always"
         self._max_events = max_events
         self._max_age_us = None if max_age is None else int(max_age * 1_000_000)
         self._dead_letters = dead_letters
@@ -202,7 +205,7 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
             self.name,
             self._write,
             self._on_failure,
-            max_batch=1 if fsync == "always" else max_batch,
+            max_batch=max_batch,
             max_pending=max_pending,
             put_timeout=put_timeout,
             tick=self._retention_by_age if self._max_age_us else None,
@@ -279,7 +282,10 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
                 event = as_event(event)
             if self._writer is None:
                 raise SinkClosedError(f"{self.name} was opened readonly; it stores nothing")
-            self._writer.put(event)
+            if self._durable:
+                self._writer.put_durable(event)
+            else:
+                self._writer.put(event)
         except Exception as err:
             self._dropped.increment()
             report_failure(self._dead_letters, self.name, [event], err)
