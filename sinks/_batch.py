@@ -201,8 +201,8 @@ class BatchWriter:
             wake.wait(self._tick_interval)
             wake.clear()
             while queue:
-                batch = []
-                markers = []
+                batch: list[Any] = []
+                markers: list[_Marker] = []
                 # Markers (flush and durable-put requests) ride along: each is set once the
                 # batch holding everything ahead of it is written, so one write serves them all.
                 while queue and len(batch) < self._max_batch:
