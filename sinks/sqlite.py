@@ -464,7 +464,8 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [_event(row) for row in conn.execute(sql, params)]
+        with self._reading():
+            return [_event(row) for row in conn.execute(sql, params)]
 
     def latest(self, pattern: str = "**", n: int = 10, *, until: str | None = None) -> list[Event]:
         """The ``n`` newest events matching ``pattern``, oldest first (what ``tail`` shows).
@@ -488,45 +489,63 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         sql = f"SELECT {_COLUMNS} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, n]).fetchall()
-        return [_event(row) for row in reversed(rows)]
+        with self._reading():
+            rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, n]).fetchall()
+            return [_event(row) for row in reversed(rows)]
 
     def get(self, event_id: str) -> Event | None:
         """The stored event with ``event_id``, or None."""
-        row = (
-            self._reader()
-            .execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
-            .fetchone()
-        )
-        return None if row is None else _event(row)
+        with self._reading():
+            row = (
+                self._reader()
+                .execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
+                .fetchone()
+            )
+            return None if row is None else _event(row)
 
     def last_id(self) -> str | None:
         """The id of the newest stored event, or None if the store is empty."""
-        row = self._reader().execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        with self._reading():
+            row = (
+                self._reader().execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            )
         return None if row is None else str(row[0])
 
     def count(self, pattern: str = "**") -> int:
         """How many stored events match ``pattern``."""
         validate_pattern(pattern)
         conn = self._reader()
-        if pattern == "**":
-            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-        return int(
-            conn.execute(
-                "SELECT count(*) FROM events WHERE rxbus_matches(?, topic)", (pattern,)
-            ).fetchone()[0]
-        )
+        with self._reading():
+            if pattern == "**":
+                return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT count(*) FROM events WHERE rxbus_matches(?, topic)", (pattern,)
+                ).fetchone()[0]
+            )
 
     def __iter__(self) -> Iterator[Event]:
         """Every stored event, oldest first."""
         return iter(self.query())
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn a damaged file's SQLite error (or a row that no longer decodes) into one
+        :class:`StoreError` naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"store {str(self.path)!r} is corrupt or unreadable: {err}") from None
+        except (orjson.JSONDecodeError, OverflowError) as err:
+            raise StoreError(f"store {str(self.path)!r} holds a corrupt row: {err}") from None
 
     def _bound(self, conn: sqlite3.Connection, bound: str, value: object) -> tuple[str, list[Any]]:
         lower = bound == "since"
         if bound == "after":
             if not isinstance(value, str):
                 raise ValueError(f"after must be an event id (str), got {value!r:.80}")
-            row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
+            with self._reading():
+                row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
             return ("seq > ?", [row[0]]) if row is not None else ("id > ?", [value])
         if isinstance(value, datetime):
             if value.tzinfo is None or value.utcoffset() is None:
@@ -537,7 +556,8 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
             micros = (value - _EPOCH) // _ONE_US
             return ("ts >= ?" if lower else "ts < ?"), [micros]
         if isinstance(value, str):
-            row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
+            with self._reading():
+                row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
             if row is not None:
                 return ("seq >= ?" if lower else "seq <= ?"), [row[0]]
             return ("id >= ?" if lower else "id <= ?"), [value]
