@@ -12,6 +12,7 @@ __all__ = [
     "CircuitOpenError",
     "DeliveryError",
     "InvalidTopicError",
+    "MissingExtraError",
     "PayloadError",
     "RxbusError",
     "SinkClosedError",
@@ -57,3 +58,7 @@ class StoreError(RxbusError, ValueError):
 
 class SinkClosedError(RxbusError, RuntimeError):
     """An event reached a sink after it was closed."""
+
+
+class MissingExtraError(RxbusError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""

@@ -149,11 +149,7 @@ class Spool:
         Raises:
             OSError: if the directory cannot be written.
         """
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self.url is not None:
-            marker = self.directory / _DESTINATION
-            if not marker.exists():
-                marker.write_text(self.url + "\n")
+        self._prepare()
         final = self.directory / f"{_safe(event_id)}{_SUFFIX}"
         tmp = self.directory / f".{final.name}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -237,6 +233,23 @@ class Spool:
                 delivered += self._deliver(chunk, send) or 0
             return delivered
 
+    def drop(self, *, rejected: bool = False) -> int:
+        """Delete the events waiting here (or, with ``rejected``, those set aside); how many.
+
+        Takes the drain lock, so no delivery is under way while files go.
+        """
+        with self._locked(wait=True):
+            paths = self.rejected() if rejected else sorted(self._files())
+            return _remove(paths)
+
+    def restore_rejected(self) -> int:
+        """Move the events in ``rejected/`` back into the spool (to send them again); how many."""
+        moved = 0
+        for path in self.rejected():
+            os.replace(path, self.directory / path.name)
+            moved += 1
+        return moved
+
     def quarantined(self) -> list[Path]:
         """Entries that could not be read, set aside in ``quarantine/``."""
         folder = self.directory / _QUARANTINE
@@ -248,8 +261,17 @@ class Spool:
         Raises:
             OSError: if the directory cannot be written.
         """
+        self._prepare()
         Spool(self.directory / _REJECTED).append(event_id, line)
         return self.directory / _REJECTED / f"{_safe(event_id)}{_SUFFIX}"
+
+    def _prepare(self) -> None:
+        """Create the directory, recording the destination URL in it (for ``rxbus spool``)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.url is not None:
+            marker = self.directory / _DESTINATION
+            if not marker.exists():
+                marker.write_text(self.url + "\n")
 
     def _quarantine(self, path: Path, error: OSError, say: Callable[[str], object]) -> None:
         folder = self.directory / _QUARANTINE

@@ -648,8 +648,10 @@ def _display_handle(view: LiveView) -> Any:
     try:
         from IPython.display import display
     except ImportError as err:
+        from rxbus._extras import install_command
+
         raise ImportError(
-            "live() needs IPython (pip install 'rxbus[notebook]'), or pass handle= an object "
+            f"live() needs IPython ({install_command('notebook')}), or pass handle= an object "
             "with an update(obj) method"
         ) from err
     return display(_Html(view.render()), display_id=True)

@@ -75,6 +75,9 @@ class PrometheusExporter(ClosingSink):
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         start: bool = True,
     ) -> None:
+        from rxbus._extras import require
+
+        require("prometheus", "PrometheusExporter")
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.bus = bus

@@ -84,13 +84,9 @@ def _packet_class() -> type:
 def _require_client() -> None:
     """Import python-socketio's asyncio client now, so a missing extra fails at construction
     (and its import time never stalls the sink's loop)."""
-    try:
-        import aiohttp  # noqa: F401
-        import socketio  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"SocketIOSink needs python-socketio and aiohttp ({err}): pip install 'rxbus[socketio]'"
-        ) from err
+    from rxbus._extras import require
+
+    require("socketio", "SocketIOSink")
 
 
 def _setter(flag: asyncio.Event) -> Callable[..., None]:

@@ -20,6 +20,7 @@ _COMMANDS = (
     "rxbus.cli.publish",
     "rxbus.cli.bench",
     "rxbus.cli.store",
+    "rxbus.cli.spool",
 )
 
 
@@ -52,11 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from rxbus.errors import MissingExtraError
+
     try:
         return int(args.func(args) or 0)
-    except CliError as err:
+    except (CliError, MissingExtraError) as err:
         print(f"rxbus {args.command}: error: {err}", file=sys.stderr)
-        return err.code
+        return getattr(err, "code", 2)
     except KeyboardInterrupt:
         return 130
 

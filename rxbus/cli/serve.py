@@ -71,6 +71,9 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
+    from rxbus._extras import require
+
+    require("socketio", "rxbus serve")
     from rxbus.server.app import RxbusServer, ServerConfig
     from rxbus.spool import default_spool_dir
 

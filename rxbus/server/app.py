@@ -29,13 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import socketio
-from aiohttp import web
 
+from rxbus._extras import install_command, require
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.server.ingest import MAX_ID_CHARS, Rejected, events_from_body, events_from_payload
 from rxbus.topics import compile_pattern, validate_pattern
+
+try:
+    import socketio
+    from aiohttp import web
+except ImportError:
+    require("socketio", "rxbus.server")  # raises the error naming the extra to install
+    raise
 
 __all__ = ["NotStored", "RxbusServer", "ServerConfig", "is_loopback"]
 
@@ -582,7 +588,7 @@ class RxbusServer:
             text = render_prometheus(self._bus.metrics(), self._server_counts())
         except ImportError:
             raise Rejected(
-                501, "prometheus_client is not installed: pip install 'rxbus[prometheus]'"
+                501, f"prometheus_client is not installed: {install_command('prometheus')}"
             ) from None
         return web.Response(body=text, content_type="text/plain", charset="utf-8")
 

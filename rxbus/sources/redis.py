@@ -98,6 +98,9 @@ def connect(url: str, *, socket_timeout: float | None = 10.0) -> redis.Redis:
     Raises:
         ValueError: for a URL redis-py cannot parse.
     """
+    from rxbus._extras import require
+
+    require("redis", "Redis streams")
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -704,6 +707,9 @@ def redis_stream(
         >>> source.options.dead_letter_stream
         'orders:dead'
     """
+    from rxbus._extras import require
+
+    require("redis", "redis_stream")
     _name("url", url)
     _name("stream", stream)
     _name("group", group)

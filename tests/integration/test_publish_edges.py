@@ -187,3 +187,55 @@ class TestVerbose:
             delivered = publish("v.ev", "-v", url=server.url, spool=server.spool_dir)
         [line] = delivered.stderr.decode().splitlines()
         assert delivered.stdout == b"" and "delivered" in line and server.url in line
+
+
+def spool_cmd(*args: str, spool: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        rxbus_cmd("spool", *args, "--spool", str(spool)),
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+
+
+class TestSpoolCommand:
+    def test_list_retry_and_drop(self, tmp_path: Path) -> None:
+        """Spooled for two servers: list shows both, retry delivers one's, drop empties the
+        other's; each step counted."""
+        root = tmp_path / "spool"
+        server = ServeProcess(tmp_path / "srv", args=("--spool", "none"))
+        other = down_url()
+        for n in range(3):
+            publish("retry.ev", "--data", json.dumps({"n": n}), url=server.url, spool=root)
+        publish("other.ev", url=other, spool=root)
+        listed = spool_cmd("list", spool=root)
+        assert listed.returncode == 0
+        assert f"{server.url}: 3 waiting, 0 rejected, 0 quarantined" in listed.stdout
+        assert f"{other}: 1 waiting" in listed.stdout
+
+        still = spool_cmd("retry", "--url", server.url, spool=root)  # server not started yet
+        assert still.returncode == 1 and "delivered 0, 3 still waiting" in still.stdout
+        with server:
+            done = spool_cmd("retry", "--url", server.url, spool=root)
+            got = sorted(e["data"]["n"] for e in server.history("retry.*"))
+        assert done.returncode == 0 and f"{server.url}: delivered 3, 0 still waiting" in done.stdout
+        assert got == [0, 1, 2]
+
+        refused = spool_cmd("drop", spool=root)
+        assert refused.returncode == 2 and "--url" in refused.stderr
+        dropped = spool_cmd("drop", "--url", other, spool=root)
+        assert dropped.returncode == 0 and f"{other}: dropped 1 events" in dropped.stdout
+        assert Spool.for_url(root, other).pending() == 0
+
+    def test_retry_rejected_after_the_server_limit_is_raised(self, tmp_path: Path) -> None:
+        root = tmp_path / "spool"
+        big = json.dumps({"x": "y" * 3000})
+        with ServeProcess(tmp_path / "a", args=("--max-event-bytes", "1000")) as server:
+            assert publish("big.ev", "--data", big, url=server.url, spool=root).returncode == 2
+            port = server.port
+        assert "0 waiting, 1 rejected" in spool_cmd("list", spool=root).stdout
+        with ServeProcess(tmp_path / "b", port=port) as server:
+            done = spool_cmd("retry", "--rejected", spool=root)
+            assert done.returncode == 0, done.stdout + done.stderr
+            assert [e["topic"] for e in server.history("big.*")] == ["big.ev"]
