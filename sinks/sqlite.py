@@ -123,6 +123,8 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         max_pending: events queued for the writer before ``on_next`` waits (up to ``put_timeout``
             seconds, then dead-letters the event) so memory stays bounded.
         put_timeout: see ``max_pending``.
+        clock: the time now as seconds since the epoch, read for ``max_age`` retention (default
+            :func:`time.time`); tests pass a virtual clock.
 
     Raises:
         StoreError: ``path`` is not an rxbus store, has a newer schema, or (``readonly``) is missing.
@@ -150,6 +152,7 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         max_batch: int = 5_000,
         max_pending: int = 200_000,
         put_timeout: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if fsync not in _SYNCHRONOUS:
             raise ValueError(f"fsync must be 'never', 'batch' or 'always', got {fsync!r}")
@@ -163,6 +166,7 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         self.name = name or f"SQLiteStore({self.path.name})"
         self.readonly = readonly
         self._durable = fsync == "always"
+        self._clock = clock
         self._max_events = max_events
         self._max_age_us = None if max_age is None else int(max_age * 1_000_000)
         self._dead_letters = dead_letters
@@ -337,11 +341,11 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         self._batches += 1
 
     def _retention_by_age(self) -> None:
-        now = time.monotonic()
-        if self._max_age_us is None or now - self._last_age_check < 1.0:
+        now = self._clock()
+        if self._max_age_us is None or 0 <= now - self._last_age_check < 1.0:
             return
         self._last_age_check = now
-        cutoff = (datetime.now(UTC) - _EPOCH) // _ONE_US - self._max_age_us
+        cutoff = int(now * 1_000_000) - self._max_age_us
         self._deleted += self._conn.execute("DELETE FROM events WHERE ts < ?", (cutoff,)).rowcount
 
     def _on_failure(self, batch: list[Any], error: BaseException) -> None:
