@@ -30,7 +30,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+
+TYPE_CHECKING = False  # typing is not imported at run time: see rxbus/__init__.py
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Literal
+
+    Outcome = Literal["ok", "retry", "rejected"]
+    """What a spool ``send`` callback reports for a batch."""
 
 __all__ = ["Outcome", "Spool", "default_spool_dir", "destination_key", "split_url"]
 
@@ -40,8 +46,14 @@ _REJECTED = "rejected"
 _QUARANTINE = "quarantine"
 _DESTINATION = "destination"  # a file in a destination's spool holding its URL
 
-Outcome = Literal["ok", "retry", "rejected"]
-"""What a spool ``send`` callback reports for a batch."""
+
+def __getattr__(name: str) -> object:
+    """``Outcome`` at run time, built on first use (typing is not imported otherwise)."""
+    if name == "Outcome":
+        from typing import Literal
+
+        return Literal["ok", "retry", "rejected"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def default_spool_dir() -> Path:

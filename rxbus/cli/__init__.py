@@ -32,7 +32,20 @@ class CliError(Exception):
         self.code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Which module registers each command: ``rxbus publish`` loads only its own module.
+_MODULE_OF = {
+    "demo": "rxbus.cli.demo",
+    "serve": "rxbus.cli.serve",
+    "publish": "rxbus.cli.publish",
+    "bench": "rxbus.cli.bench",
+    "tail": "rxbus.cli.store",
+    "replay": "rxbus.cli.store",
+    "spool": "rxbus.cli.spool",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``rxbus`` parser with every command, or only ``command``'s (a hook's fast path)."""
     parser = argparse.ArgumentParser(
         prog="rxbus",
         description="rxbus: a reactive event bus. Run 'rxbus demo' to see it work.",
@@ -41,14 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action=_VersionAction, nargs=0, help="show the version and exit"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
+    modules = [_MODULE_OF[command]] if command in _MODULE_OF else _COMMANDS
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

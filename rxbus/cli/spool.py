@@ -15,9 +15,12 @@ import argparse
 import os
 import sys
 import time
-from typing import Any
 
 from rxbus.cli import CliError
+
+TYPE_CHECKING = False  # typing is not imported at run time: see rxbus/__init__.py
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 __all__ = ["register", "run"]
 

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -35,6 +35,9 @@ from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.server.ingest import MAX_ID_CHARS, Rejected, events_from_body, events_from_payload
 from rxbus.topics import compile_pattern, validate_pattern
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus.spool import Outcome
 
 try:
     import socketio
@@ -315,7 +318,7 @@ class RxbusServer:
         Returns:
             How many spooled events were handed over (duplicates included).
         """
-        from rxbus.spool import Outcome, Spool
+        from rxbus.spool import Spool
 
         if not self.config.spool:
             return 0

@@ -88,7 +88,7 @@ def measure(runs: int, directory: Path) -> dict[str, dict[str, float]]:
                 times.setdefault(name, []).append(run_ok(cmd, env))
         stored = len(server.history("bench.up"))
     assert stored == runs, f"{stored} of {runs} published events stored"
-    assert Spool(down_spool).pending() == runs
+    assert Spool.for_url(down_spool, down_url).pending() == runs
     return {name: summary(t) for name, t in times.items()}
 
 

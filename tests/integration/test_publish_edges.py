@@ -9,10 +9,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rxbus.event import Event
 from rxbus.spool import Spool
@@ -147,13 +150,21 @@ class TestHooksStayFast:
         self, tmp_path: Path
     ) -> None:
         """SIGSTOPped server: the call returns within 250 ms (best of 5, process start-up
-        included) and the event is spooled; once the server resumes it is delivered once."""
+        included) and the event is spooled; resumed, the server gets each event once.
+
+        On a machine so loaded that a bare ``python -c pass`` (measured alongside) takes more
+        than 50 ms, the bound is that floor plus 200 ms: start-up is the machine's, the rest
+        (at most ``--timeout``, 0.15 s, of waiting) is ours.
+        """
         with ServeProcess(tmp_path) as server:
             assert server.proc is not None
             server.proc.send_signal(signal.SIGSTOP)
             try:
-                took = []
+                took, floor = [], []
                 for n in range(5):
+                    start = time.perf_counter()
+                    subprocess.run([sys.executable, "-c", "pass"], check=True)
+                    floor.append(time.perf_counter() - start)
                     start = time.perf_counter()
                     result = publish(
                         "hung.ev", "-v", "--data", json.dumps({"n": n}), url=server.url,
@@ -163,13 +174,11 @@ class TestHooksStayFast:
                     assert result.returncode == 0 and b"spooled" in result.stderr
             finally:
                 server.proc.send_signal(signal.SIGCONT)
-            spool = Spool.for_url(server.spool_dir, server.url)
-            assert min(took) < 0.25, took
+            assert min(took) < max(0.25, min(floor) + 0.2), (took, floor)
             # The hung server may have read a request before it stopped: resumed, it stores
             # it, and the spooled copy is dropped as a duplicate. Either way, each event once.
-            deadline = time.monotonic() + 30
-            while spool.pending() and time.monotonic() < deadline:
-                time.sleep(0.1)
+            retried = spool_cmd("retry", "--url", server.url, spool=server.spool_dir)
+            assert retried.returncode == 0, retried.stdout + retried.stderr
             got = sorted(e["data"]["n"] for e in server.history("hung.*"))
         assert got == [0, 1, 2, 3, 4]
 
@@ -239,3 +248,64 @@ class TestSpoolCommand:
             done = spool_cmd("retry", "--rejected", spool=root)
             assert done.returncode == 0, done.stdout + done.stderr
             assert [e["topic"] for e in server.history("big.*")] == ["big.ev"]
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+class TestEventLine:
+    """``publish`` builds its JSON without :class:`Event` (start-up cost): it must match."""
+
+    @settings(max_examples=200, deadline=None)
+    @given(data=st.dictionaries(st.text(), JSON, max_size=5), source=st.text(max_size=20))
+    def test_event_reads_every_line_back_to_the_same_fields(self, data: dict, source: str) -> None:
+        """Same keys in the same order, same values (floats may be spelled differently)."""
+        import orjson
+
+        from rxbus.cli.publish import event_line
+
+        event_id, line = event_line("hook.tool", None, data, source, None)
+        event = Event.from_json(line)
+        assert event.id == event_id and event.type == "tool" and event.data == data
+        assert list(orjson.loads(event.to_json()).items()) == list(orjson.loads(line).items())
+
+    def test_ids_have_the_event_id_form_and_sort_by_time(self) -> None:
+        from rxbus.cli.publish import event_line
+        from rxbus.event import new_event_id
+
+        before = new_event_id()
+        event_id, _ = event_line("a.b", "T", {}, "", "c-1")
+        after = new_event_id()
+        assert len(event_id) == len(before) == 30 and int(event_id, 16) >= 0
+        # Across processes ids sort by their millisecond prefix.
+        assert before[:11] <= event_id[:11] <= after[:11]
+
+    def test_bad_topic_is_refused_before_anything_is_sent(self) -> None:
+        from rxbus.cli import CliError
+        from rxbus.cli.publish import event_line
+
+        with pytest.raises(CliError, match=r"bad\.\.topic"):
+            event_line("bad..topic", None, {}, "", None)
+
+    def test_publish_does_not_load_the_bus_event_class_orjson_or_typing(
+        self, tmp_path: Path
+    ) -> None:
+        code = (
+            "import sys; from rxbus.cli import main; "
+            f"main(['publish', 'x.y', '--url', '{down_url()}', '--spool', '{tmp_path}']); "
+            "print(sorted({'rxbus.event', 'rxbus.bus', 'orjson', 'typing', 'dataclasses'} "
+            "& set(sys.modules)))"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=child_env()
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[]"
