@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -46,14 +47,14 @@ _MODULE_OF = {
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``rxbus`` parser with every command, or only ``command``'s (a hook's fast path)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rxbus",
         description="rxbus: a reactive event bus. Run 'rxbus demo' to see it work.",
     )
     parser.add_argument(
         "--version", action=_VersionAction, nargs=0, help="show the version and exit"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     modules = [_MODULE_OF[command]] if command in _MODULE_OF else _COMMANDS
     for name in modules:
         importlib.import_module(name).register(sub)
@@ -77,6 +78,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return getattr(err, "code", 2)
     except KeyboardInterrupt:
         return 130
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without importing shutil (and bz2, lzma, zlib with it):
+    argparse builds one for every ``add_argument``, so a hook would pay for them."""
+
+    def __init__(self, prog: str, *args: object, **kwargs: object) -> None:
+        if kwargs.get("width") is None:
+            try:
+                columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+            except (ValueError, OSError):
+                columns = 80
+            kwargs["width"] = max(columns - 2, 20)
+        super().__init__(prog, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` (and sub-command parsers) using :class:`_Formatter`."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
 class _VersionAction(argparse.Action):

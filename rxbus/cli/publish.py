@@ -233,7 +233,6 @@ def event_line(
         CliError: for a bad topic or a payload JSON cannot carry.
     """
     import json
-    from datetime import UTC, datetime
 
     from rxbus.errors import InvalidTopicError
     from rxbus.topics import validate_topic
@@ -249,8 +248,11 @@ def event_line(
         random[:4].hex()[:7],
         int.from_bytes(random[4:], "big"),
     )
+    # datetime.isoformat()'s form (microseconds left out when zero), without importing it.
     seconds, nanos = divmod(now, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000).isoformat()
+    micros = nanos // 1000
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    stamp += (f".{micros:06d}" if micros else "") + "+00:00"
     event = {
         "id": event_id,
         "topic": topic,
