@@ -90,6 +90,12 @@ def register(sub: Any) -> None:
         "--batch", type=int, default=500, help="events per HTTP request (default 500)"
     )
     replay.add_argument(
+        "--max-body",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="most bytes per HTTP request, as the server's --max-body (default 4194304)",
+    )
+    replay.add_argument(
         "--token",
         default=os.environ.get("RXBUS_TOKEN"),
         help="bearer token for the server (default $RXBUS_TOKEN)",
@@ -421,6 +427,8 @@ def run_replay(args: argparse.Namespace) -> int:
     until = parse_time("--until", args.until)
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
+    if args.max_body < 1024:
+        raise CliError(f"--max-body must be >= 1024, got {args.max_body}")
     source = open_source(args.store)
     try:
         try:
@@ -485,13 +493,14 @@ def _deliver(events: Iterable[Any], args: argparse.Namespace) -> tuple[int, int 
         out.flush()
         return sent, None, 0
     if re.match(r"https?://", target):
-        return _post_all(events, target, args.batch, args.token)
+        return _post_all(events, target, args.batch, args.token, args.max_body)
     return _store_all(events, Path(target))
 
 
 def _post_all(
-    events: Iterable[Any], url: str, batch: int, token: str | None
+    events: Iterable[Any], url: str, batch: int, token: str | None, max_body: int
 ) -> tuple[int, int, int]:
+    """POST the events in requests of at most ``batch`` events and ``max_body`` bytes."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -499,12 +508,15 @@ def _post_all(
         url = url.rstrip("/") + "/events"
     sent = accepted = duplicates = 0
     chunk: list[bytes] = []
+    size = 0
     for event in events:
-        chunk.append(event.to_json())
-        if len(chunk) >= batch:
+        line = event.to_json()
+        if chunk and (len(chunk) >= batch or size + len(line) + 1 > max_body):
             a, d = _post(url, chunk, token)
             sent, accepted, duplicates = sent + len(chunk), accepted + a, duplicates + d
-            chunk = []
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
     if chunk:
         a, d = _post(url, chunk, token)
         sent, accepted, duplicates = sent + len(chunk), accepted + a, duplicates + d

@@ -1,7 +1,7 @@
 """Wall time of one ``rxbus publish`` process, server up and down, next to bare start-up.
 
 Issue 12's target: a median within 2x of ``python -c pass`` (interpreter start-up included). The
-floor is ``python -c pass`` (and ``import rxbus.event``, what any rxbus command must load),
+floor is ``python -c pass`` (and, for scale, ``import rxbus.event``, which publish avoids),
 measured in the same run on the same machine, so a loaded machine shows in both. Run as a
 script for a quick report::
 

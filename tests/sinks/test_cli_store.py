@@ -154,6 +154,20 @@ class TestReplay:
             stored = {e.id: e for e in server.stored()}
         assert all(stored[e.id] == e for e in events)
 
+    @pytest.mark.parametrize(("count", "size"), [(3000, 1024), (200, 50_000)])
+    def test_large_replays_with_the_default_batch(
+        self, tmp_path: Path, capsys, count: int, size: int
+    ) -> None:
+        """3,000 events of 1 KB (a 500 KB request) and 200 of 50 KB (past --max-body per 500:
+        split by bytes) all arrive; issue 12 found the first refused with a 413."""
+        path = tmp_path / "events.db"
+        events = [Event(topic="big.replay", data={"i": i, "pad": "p" * size}) for i in range(count)]
+        fill(path, events)
+        with ServeProcess(tmp_path / "server") as server:
+            assert main(["replay", "--store", str(path), "--to", server.url]) == 0
+            assert f"accepted {count}, duplicates 0" in capsys.readouterr().err
+            assert len(server.stored()) == count
+
     def test_dead_letters_are_republished_after_a_fix(self, tmp_path: Path, capsys) -> None:
         """Stored dead letters go back to the server as their original events, with new ids
         (the server already deduplicated the old ones) and a pointer to the original."""
