@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
             wanted = Spool.for_url(root, args.url)
         except ValueError as err:
             raise CliError(str(err)) from None
-        spools = [s for s in spools if s.directory == wanted.directory] or [wanted]
+        legacy = [s for s in spools if s.url is None]  # no recorded destination: --url says
+        chosen = [s for s in spools if s.directory == wanted.directory] or [wanted]
+        spools = chosen if args.action == "drop" else chosen + legacy
     if args.action == "list":
         return _list(spools, root)
     if args.action == "drop":

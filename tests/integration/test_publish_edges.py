@@ -149,19 +149,19 @@ class TestHooksStayFast:
     def test_a_hung_server_costs_at_most_250_ms_and_the_event_is_spooled(
         self, tmp_path: Path
     ) -> None:
-        """SIGSTOPped server: the call returns within 250 ms (best of 5, process start-up
+        """SIGSTOPped server: the call returns within 250 ms (best of 7, process start-up
         included) and the event is spooled; resumed, the server gets each event once.
 
-        On a machine so loaded that a bare ``python -c pass`` (measured alongside) takes more
-        than 50 ms, the bound is that floor plus 200 ms: start-up is the machine's, the rest
-        (at most ``--timeout``, 0.15 s, of waiting) is ours.
+        On a machine so loaded that a bare ``python -c pass`` (measured just before each call)
+        takes more than 50 ms, the bound is that floor plus 200 ms: start-up is the machine's,
+        the rest (at most ``--timeout``, 0.15 s, of waiting) is ours.
         """
         with ServeProcess(tmp_path) as server:
             assert server.proc is not None
             server.proc.send_signal(signal.SIGSTOP)
             try:
                 took, floor = [], []
-                for n in range(5):
+                for n in range(7):
                     start = time.perf_counter()
                     subprocess.run([sys.executable, "-c", "pass"], check=True)
                     floor.append(time.perf_counter() - start)
@@ -174,13 +174,17 @@ class TestHooksStayFast:
                     assert result.returncode == 0 and b"spooled" in result.stderr
             finally:
                 server.proc.send_signal(signal.SIGCONT)
-            assert min(took) < max(0.25, min(floor) + 0.2), (took, floor)
+            # Each call is paired with a floor measured just before it, under the same load.
+            assert any(t < max(0.25, f + 0.2) for t, f in zip(took, floor, strict=True)), (
+                took,
+                floor,
+            )
             # The hung server may have read a request before it stopped: resumed, it stores
             # it, and the spooled copy is dropped as a duplicate. Either way, each event once.
             retried = spool_cmd("retry", "--url", server.url, spool=server.spool_dir)
             assert retried.returncode == 0, retried.stdout + retried.stderr
             got = sorted(e["data"]["n"] for e in server.history("hung.*"))
-        assert got == [0, 1, 2, 3, 4]
+        assert got == list(range(7))
 
 
 class TestVerbose:
@@ -309,3 +313,18 @@ class TestEventLine:
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "[]"
+
+
+def test_spool_retry_sends_a_legacy_spool_where_told(tmp_path: Path) -> None:
+    """Files from before per-destination spools go to the --url given, and drop leaves them."""
+    root = tmp_path / "spool"
+    legacy = Spool(root)
+    event = Event(topic="legacy.ev")
+    legacy.append(event.id, event.to_json())
+    with ServeProcess(tmp_path / "srv", args=("--spool", "none")) as server:
+        kept = spool_cmd("drop", "--url", server.url, spool=root)
+        assert kept.returncode == 0 and legacy.pending() == 1
+        done = spool_cmd("retry", "--url", server.url, spool=root)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [e["id"] for e in server.history("legacy.*")] == [event.id]
+    assert legacy.pending() == 0
