@@ -21,7 +21,7 @@ from rxbus import Event
 from rxbus.sinks import JsonlSink, SQLiteStore
 from tests.benchmarks.conftest import Recorder
 
-EVENTS = 400
+EVENTS = 1600
 
 pytestmark = pytest.mark.timeout(600)
 
