@@ -232,7 +232,7 @@ class Spool:
                     self._quarantine(path, err, say)
                     continue
                 if chunk and (len(chunk) >= batch or size + len(data) > max_bytes):
-                    done = self._deliver(chunk, send)
+                    done = self._deliver(chunk, send, say)
                     if done is None:
                         return delivered
                     delivered += done
@@ -242,7 +242,7 @@ class Spool:
                 chunk.append((path, data))
                 size += len(data) + 1
             if chunk:
-                delivered += self._deliver(chunk, send) or 0
+                delivered += self._deliver(chunk, send, say) or 0
             return delivered
 
     def drop(self, *, rejected: bool = False) -> int:
@@ -304,7 +304,10 @@ class Spool:
         return sorted(folder.glob(f"*{_SUFFIX}")) if folder.is_dir() else []
 
     def _deliver(
-        self, chunk: list[tuple[Path, bytes]], send: Callable[[list[bytes]], Outcome]
+        self,
+        chunk: list[tuple[Path, bytes]],
+        send: Callable[[list[bytes]], Outcome],
+        say: Callable[[str], object],
     ) -> int | None:
         """Send one batch; the number removed, or None to stop draining."""
         outcome = send([data for _, data in chunk])
@@ -318,8 +321,10 @@ class Spool:
             if alone == "ok":
                 delivered += _remove([path])
             elif alone == "rejected":
-                (self.directory / _REJECTED).mkdir(exist_ok=True)
-                os.replace(path, self.directory / _REJECTED / path.name)
+                folder = self.directory / _REJECTED
+                folder.mkdir(exist_ok=True)
+                os.replace(path, folder / path.name)
+                say(f"rxbus spool: the server refused {path.name} as bad input; moved to {folder}")
             else:
                 return None
         return delivered

@@ -110,6 +110,20 @@ class TestBadSpoolEntries:
         assert [p.name for p in spool.quarantined()] == ["0000-a-directory.json"]
         assert spool.pending() == 0
 
+    def test_a_spooled_event_the_server_refuses_is_set_aside_with_one_line(
+        self, tmp_path: Path
+    ) -> None:
+        with ServeProcess(tmp_path, args=("--spool", "none")) as server:
+            spool = Spool.for_url(server.spool_dir, server.url)
+            spool.append("0000-bad", b'{"topic": "bad topic"}')
+            good = Event(topic="good.ev")
+            spool.append(good.id, good.to_json())
+            result = publish("next.ev", url=server.url, spool=server.spool_dir)
+            ids = [e["id"] for e in server.history("good.*")]
+        [line] = result.stderr.decode().splitlines()
+        assert result.returncode == 0 and "0000-bad.json" in line and "refused" in line
+        assert ids == [good.id] and [p.name for p in spool.rejected()] == ["0000-bad.json"]
+
     def test_serve_starts_and_delivers_despite_an_unreadable_entry(self, tmp_path: Path) -> None:
         server = ServeProcess(tmp_path)
         spool = Spool.for_url(server.spool_dir, server.url)
