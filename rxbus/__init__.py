@@ -15,10 +15,8 @@ short-lived processes such as shell hooks.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
 
 from rxbus._lazy import lazy_exports
-from rxbus.deadletter import DeadLetter
 from rxbus.errors import (
     BufferOverflowError,
     BusClosedError,
@@ -29,17 +27,26 @@ from rxbus.errors import (
     PublishLoopError,
     RxbusError,
 )
-from rxbus.event import Event
-from rxbus.policies import Overflow, RetryPolicy
 
+# Not ``typing.TYPE_CHECKING``: importing typing costs a shell hook ~4 ms (mypy reads the name).
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.bus import EventBus
     from rxbus.consumer import Consumer, ConsumerStats
+    from rxbus.deadletter import DeadLetter
+    from rxbus.event import Event
+    from rxbus.policies import Overflow, RetryPolicy
 
+# Even Event is loaded on first use: ``rxbus publish`` in a shell hook builds its event
+# without the dataclass machinery, and pays only for what it uses.
 _LAZY = {
     "EventBus": "rxbus.bus",
     "Consumer": "rxbus.consumer",
     "ConsumerStats": "rxbus.consumer",
+    "DeadLetter": "rxbus.deadletter",
+    "Event": "rxbus.event",
+    "Overflow": "rxbus.policies",
+    "RetryPolicy": "rxbus.policies",
 }
 
 __all__ = [

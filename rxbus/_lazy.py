@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: see rxbus/__init__.py
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 __all__ = ["lazy_exports"]
 

@@ -12,6 +12,7 @@ __all__ = [
     "CircuitOpenError",
     "DeliveryError",
     "InvalidTopicError",
+    "MissingExtraError",
     "PayloadError",
     "PublishLoopError",
     "PyeeError",
@@ -68,3 +69,7 @@ class PublishLoopError(RxbusError, RuntimeError):
 class PyeeError(RxbusError):
     """An ``error`` event was emitted on a :mod:`rxbus.compat` emitter with no ``error`` listener
     and a value that is not an exception (pyee's ``PyeeError``)."""
+
+
+class MissingExtraError(RxbusError, ImportError):
+    """An optional dependency is not installed; the message names the extra that installs it."""

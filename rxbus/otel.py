@@ -44,12 +44,16 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context, trace
-from opentelemetry.context import Context
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from rxbus._extras import require
 
-from rxbus.event import Event
+require("otel", "rxbus.otel")
+
+from opentelemetry import context, trace  # noqa: E402
+from opentelemetry.context import Context  # noqa: E402
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode  # noqa: E402
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # noqa: E402
+
+from rxbus.event import Event  # noqa: E402
 
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.bus import EventBus

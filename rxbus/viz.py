@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from reactivex import Observable, abc
 from reactivex.disposable import SerialDisposable
 
-from rxbus._extras import install_hint
 from rxbus.testing import Lane, Recording
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -724,8 +723,10 @@ def _display_handle(view: LiveView) -> Any:
     try:
         from IPython.display import display
     except ImportError as err:
+        from rxbus._extras import install_command
+
         raise ImportError(
-            f"live() needs IPython ({install_hint('notebook')}), or pass handle= an object "
+            f"live() needs IPython ({install_command('notebook')}), or pass handle= an object "
             "with an update(obj) method"
         ) from err
     return display(_Html(view.render()), display_id=True)

@@ -71,8 +71,8 @@ class BatchWriter:
         max_batch: largest list handed to ``write``.
         max_pending: items queued before ``put`` waits for room (backpressure).
         put_timeout: how long ``put`` waits for room before it refuses the item.
-        tick: called on the writer thread after each drain and every ``tick_interval`` seconds
-            (time-based rotation, retention); ``None`` for no periodic work.
+        tick: called on the writer thread after each drain, before a flush returns, and every
+            ``tick_interval`` seconds (time-based rotation, retention); ``None`` for none.
         tick_interval: seconds between ticks when idle.
     """
 
@@ -123,6 +123,28 @@ class BatchWriter:
         # item appended while the flag is still set is picked up by that drain.
         if not self._wake.is_set():
             self._wake.set()
+
+    def put_durable(self, item: Any) -> None:
+        """Queue ``item`` and return once the writer has written it (group commit).
+
+        The writer takes every item waiting when it wakes, writes them in one ``write`` call
+        (which syncs them, for a durable sink) and only then releases their callers, so many
+        publishing threads share one fsync instead of queueing behind one each.
+
+        Raises:
+            SinkClosedError, BufferOverflowError: as :meth:`put`.
+        """
+        self.put(item)
+        if threading.current_thread() is self._thread:
+            return  # e.g. a dead letter of this sink fed back to it: waiting would deadlock
+        marker = _Marker()
+        self._queue.append(marker)
+        if not self._wake.is_set():
+            self._wake.set()
+        # Bounded waits only to notice a writer that died; a live writer sets the marker.
+        while not marker.wait(1.0):
+            if not self._thread.is_alive():
+                return
 
     def _wait_for_room(self) -> None:
         deadline = time.monotonic() + self._put_timeout
@@ -178,15 +200,18 @@ class BatchWriter:
         while True:
             wake.wait(self._tick_interval)
             wake.clear()
+            ticked = False
             while queue:
-                batch = []
-                marker = None
-                for _ in range(min(len(queue), self._max_batch)):
+                batch: list[Any] = []
+                markers: list[_Marker] = []
+                # Markers (flush and durable-put requests) ride along: each is set once the
+                # batch holding everything ahead of it is written, so one write serves them all.
+                while queue and len(batch) < self._max_batch:
                     item = queue.popleft()
                     if item.__class__ is _Marker:
-                        marker = item
-                        break  # write what is ahead of the marker, then signal it
-                    batch.append(item)
+                        markers.append(item)
+                    else:
+                        batch.append(item)
                 if batch:
                     try:
                         self._write(batch)
@@ -195,15 +220,24 @@ class BatchWriter:
                     with self._progress:
                         self._done += len(batch)
                         self._progress.notify_all()
-                if marker is not None:
+                if markers:
+                    # Time-based work due by now is done before a flush returns, so a test on
+                    # a virtual clock sees it at once.
+                    self._run_tick()
+                    ticked = True
+                for marker in markers:
                     marker.set()
-            if self._tick is not None:
-                try:
-                    self._tick()
-                except Exception as err:
-                    self._on_failure([], err)
+            if not ticked:
+                self._run_tick()
             if self._stopping and not queue:
                 return
+
+    def _run_tick(self) -> None:
+        if self._tick is not None:
+            try:
+                self._tick()
+            except Exception as err:
+                self._on_failure([], err)
 
 
 class _Marker(threading.Event):

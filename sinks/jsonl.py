@@ -74,11 +74,13 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
     Args:
         path: the active file; rotated files sit next to it as ``<path>.000001`` and up.
         max_bytes: rotate before the active file would grow past this size; ``None`` never.
-        rotate_every: also rotate a non-empty file this often (seconds or a ``timedelta``).
+        rotate_every: also rotate a file this long after its first event (seconds or a
+            ``timedelta``); an empty file is never rotated.
         keep: rotated files to keep (oldest deleted first); ``None`` keeps them all.
         fsync: ``"never"`` (write to the OS only: survives a crash of the process, not of the
-            machine), ``"batch"`` (fsync after every batch) or ``"always"`` (a write and an fsync
-            per event).
+            machine), ``"batch"`` (fsync after every batch; ``on_next`` only queues, so a crash
+            loses what is still queued) or ``"always"`` (``on_next`` returns once the event is
+            written and fsynced; events from many threads share one fsync, group commit).
         dead_letters: called with a :class:`rxbus.DeadLetter` for every event that could not be
             written (disk full, closed sink, unsupported item). Default: the
             dead letters of the bus the sink is subscribed to (``bus.subscribe(sink)`` binds it),
@@ -89,6 +91,8 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         max_pending: events queued before ``on_next`` waits for room (up to ``put_timeout``
             seconds, then dead-letters the event), so memory stays bounded.
         put_timeout: see ``max_pending``.
+        clock: seconds as a float, read for time-based rotation (default
+            :func:`time.monotonic`); tests pass a virtual clock.
 
     Example::
 
@@ -110,6 +114,7 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         max_batch: int = 10_000,
         max_pending: int = 200_000,
         put_timeout: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if fsync not in ("never", "batch", "always"):
             raise ValueError(f"fsync must be 'never', 'batch' or 'always', got {fsync!r}")
@@ -126,7 +131,9 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         self._max_bytes = max_bytes
         self._rotate_every = rotate_every
         self._keep = keep
+        self._clock = clock
         self._fsync = fsync
+        self._durable = fsync == "always"
         self._dead_letters = dead_letters
         self._explicit_dead_letters = dead_letters is not None
         self._closed = False
@@ -146,7 +153,7 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
             self.name,
             self._write,
             self._fail,
-            max_batch=1 if fsync == "always" else max_batch,
+            max_batch=max_batch,
             max_pending=max_pending,
             put_timeout=put_timeout,
             tick=self._rotate_if_old if rotate_every else None,
@@ -160,7 +167,10 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         try:
             if type(event) is not Event:
                 event = as_event(event)
-            self._writer.put(event)
+            if self._durable:
+                self._writer.put_durable(event)
+            else:
+                self._writer.put(event)
         except Exception as err:
             self._dropped.increment()
             report_failure(self._dead_letters, self.name, [event], err)
@@ -248,12 +258,14 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
                 size = keep
         self._fd = fd
         self._size = size
-        self._opened_at = time.monotonic()
+        self._opened_at = self._clock()
 
     def _write(self, batch: list[Event]) -> None:
         batch, buf, ends = self._encode(batch)
         if self._rotate_every and self._size and self._age() >= self._rotate_every:
             self._try_rotate()
+        if not self._size:
+            self._opened_at = self._clock()  # a file's age counts from its first event
         written_before = self._written
         for k, (start, end) in enumerate(self._chunks(ends)):
             if k:
@@ -339,7 +351,7 @@ class JsonlSink(ClosingSink, DeadLetterBinding):
         return None
 
     def _age(self) -> float:
-        return time.monotonic() - self._opened_at
+        return self._clock() - self._opened_at
 
     def _rotate_if_old(self) -> None:
         if self._rotate_every and self._size and self._age() >= self._rotate_every:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rxbus._extras import install_hint
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.sinks._base import ClosingSink
@@ -76,12 +75,10 @@ class PrometheusExporter(ClosingSink):
         buckets: Sequence[float] = DEFAULT_BUCKETS,
         start: bool = True,
     ) -> None:
-        try:
-            from prometheus_client import CollectorRegistry, Counter, Histogram
-        except ImportError as err:
-            raise ImportError(
-                f"PrometheusExporter needs prometheus_client ({err}): {install_hint('prometheus')}"
-            ) from err
+        from rxbus._extras import require
+
+        require("prometheus", "PrometheusExporter")
+        from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.bus = bus
         self.host = host

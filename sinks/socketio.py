@@ -38,7 +38,6 @@ import orjson
 from loguru import logger
 
 from rxbus._context import dead_letter_target
-from rxbus._extras import install_hint
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BufferOverflowError, BusClosedError, DeliveryError
 from rxbus.event import Event
@@ -85,13 +84,9 @@ def _packet_class() -> type:
 def _require_client() -> None:
     """Import python-socketio's asyncio client now, so a missing extra fails at construction
     (and its import time never stalls the sink's loop)."""
-    try:
-        import aiohttp  # noqa: F401
-        import socketio  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"SocketIOSink needs python-socketio and aiohttp ({err}): {install_hint('serve')}"
-        ) from err
+    from rxbus._extras import require
+
+    require("serve", "SocketIOSink")
 
 
 def _setter(flag: asyncio.Event) -> Callable[..., None]:

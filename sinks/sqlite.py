@@ -107,8 +107,10 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         max_events: keep at most this many events (oldest deleted first); ``None`` keeps all.
         max_age: delete events older than this (seconds or a ``timedelta``), checked every second.
         fsync: ``"never"`` (WAL with ``synchronous=NORMAL``: survives a crash of the process, not
-            of the machine), ``"batch"`` (``synchronous=FULL``: each batch's commit is fsynced) or
-            ``"always"`` (a commit and fsync per event).
+            of the machine), ``"batch"`` (``synchronous=FULL``: each batch's commit is fsynced;
+            ``on_next`` only queues, so a crash loses what is still queued) or ``"always"``
+            (``on_next`` returns once the event's commit is fsynced; events from many threads
+            share one commit, group commit).
         dead_letters: called with a :class:`rxbus.DeadLetter` for every event that could not be
             stored (disk full, closed store, unsupported item). Default: the
             dead letters of the bus the sink is subscribed to (``bus.subscribe(sink)`` binds it),
@@ -121,6 +123,8 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         max_pending: events queued for the writer before ``on_next`` waits (up to ``put_timeout``
             seconds, then dead-letters the event) so memory stays bounded.
         put_timeout: see ``max_pending``.
+        clock: the time now as seconds since the epoch, read for ``max_age`` retention (default
+            :func:`time.time`); tests pass a virtual clock.
 
     Raises:
         StoreError: ``path`` is not an rxbus store, has a newer schema, or (``readonly``) is missing.
@@ -148,6 +152,7 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         max_batch: int = 5_000,
         max_pending: int = 200_000,
         put_timeout: float = 1.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if fsync not in _SYNCHRONOUS:
             raise ValueError(f"fsync must be 'never', 'batch' or 'always', got {fsync!r}")
@@ -160,6 +165,8 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         self.path = Path(path)
         self.name = name or f"SQLiteStore({self.path.name})"
         self.readonly = readonly
+        self._durable = fsync == "always"
+        self._clock = clock
         self._max_events = max_events
         self._max_age_us = None if max_age is None else int(max_age * 1_000_000)
         self._dead_letters = dead_letters
@@ -202,7 +209,7 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
             self.name,
             self._write,
             self._on_failure,
-            max_batch=1 if fsync == "always" else max_batch,
+            max_batch=max_batch,
             max_pending=max_pending,
             put_timeout=put_timeout,
             tick=self._retention_by_age if self._max_age_us else None,
@@ -279,7 +286,10 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
                 event = as_event(event)
             if self._writer is None:
                 raise SinkClosedError(f"{self.name} was opened readonly; it stores nothing")
-            self._writer.put(event)
+            if self._durable:
+                self._writer.put_durable(event)
+            else:
+                self._writer.put(event)
         except Exception as err:
             self._dropped.increment()
             report_failure(self._dead_letters, self.name, [event], err)
@@ -331,11 +341,11 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         self._batches += 1
 
     def _retention_by_age(self) -> None:
-        now = time.monotonic()
-        if self._max_age_us is None or now - self._last_age_check < 1.0:
+        now = self._clock()
+        if self._max_age_us is None or 0 <= now - self._last_age_check < 1.0:
             return
         self._last_age_check = now
-        cutoff = (datetime.now(UTC) - _EPOCH) // _ONE_US - self._max_age_us
+        cutoff = int(now * 1_000_000) - self._max_age_us
         self._deleted += self._conn.execute("DELETE FROM events WHERE ts < ?", (cutoff,)).rowcount
 
     def _on_failure(self, batch: list[Any], error: BaseException) -> None:
@@ -458,7 +468,8 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        return [_event(row) for row in conn.execute(sql, params)]
+        with self._reading():
+            return [_event(row) for row in conn.execute(sql, params)]
 
     def latest(self, pattern: str = "**", n: int = 10, *, until: str | None = None) -> list[Event]:
         """The ``n`` newest events matching ``pattern``, oldest first (what ``tail`` shows).
@@ -482,21 +493,26 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         sql = f"SELECT {_COLUMNS} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, n]).fetchall()
-        return [_event(row) for row in reversed(rows)]
+        with self._reading():
+            rows = conn.execute(sql + " ORDER BY seq DESC LIMIT ?", [*params, n]).fetchall()
+            return [_event(row) for row in reversed(rows)]
 
     def get(self, event_id: str) -> Event | None:
         """The stored event with ``event_id``, or None."""
-        row = (
-            self._reader()
-            .execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
-            .fetchone()
-        )
-        return None if row is None else _event(row)
+        with self._reading():
+            row = (
+                self._reader()
+                .execute(f"SELECT {_COLUMNS} FROM events WHERE id = ?", (event_id,))
+                .fetchone()
+            )
+            return None if row is None else _event(row)
 
     def last_id(self) -> str | None:
         """The id of the newest stored event, or None if the store is empty."""
-        row = self._reader().execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        with self._reading():
+            row = (
+                self._reader().execute("SELECT id FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            )
         return None if row is None else str(row[0])
 
     def count(
@@ -511,31 +527,44 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
         """
         validate_pattern(pattern)
         conn = self._reader()
-        where: list[str] = []
-        params: list[Any] = []
-        if pattern != "**":
-            where.append("rxbus_matches(?, topic)")
-            params.append(pattern)
-        for bound, value in (("after", after), ("until", until)):
-            if value is not None:
-                clause, args = self._bound(conn, bound, value)
-                where.append(clause)
-                params += args
-        sql = "SELECT count(*) FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        return int(conn.execute(sql, params).fetchone()[0])
+        with self._reading():
+            where: list[str] = []
+            params: list[Any] = []
+            if pattern != "**":
+                where.append("rxbus_matches(?, topic)")
+                params.append(pattern)
+            for bound, value in (("after", after), ("until", until)):
+                if value is not None:
+                    clause, args = self._bound(conn, bound, value)
+                    where.append(clause)
+                    params += args
+            sql = "SELECT count(*) FROM events"
+            if where:
+                sql += " WHERE " + " AND ".join(where)
+            return int(conn.execute(sql, params).fetchone()[0])
 
     def __iter__(self) -> Iterator[Event]:
         """Every stored event, oldest first."""
         return iter(self.query())
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn a damaged file's SQLite error (or a row that no longer decodes) into one
+        :class:`StoreError` naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"store {str(self.path)!r} is corrupt or unreadable: {err}") from None
+        except (orjson.JSONDecodeError, OverflowError) as err:
+            raise StoreError(f"store {str(self.path)!r} holds a corrupt row: {err}") from None
 
     def _bound(self, conn: sqlite3.Connection, bound: str, value: object) -> tuple[str, list[Any]]:
         lower = bound == "since"
         if bound == "after":
             if not isinstance(value, str):
                 raise ValueError(f"after must be an event id (str), got {value!r:.80}")
-            row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
+            with self._reading():
+                row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
             return ("seq > ?", [row[0]]) if row is not None else ("id > ?", [value])
         if isinstance(value, datetime):
             if value.tzinfo is None or value.utcoffset() is None:
@@ -546,7 +575,8 @@ class SQLiteStore(ClosingSink, DeadLetterBinding):
             micros = (value - _EPOCH) // _ONE_US
             return ("ts >= ?" if lower else "ts < ?"), [micros]
         if isinstance(value, str):
-            row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
+            with self._reading():
+                row = conn.execute("SELECT seq FROM events WHERE id = ?", (value,)).fetchone()
             if row is not None:
                 return ("seq >= ?" if lower else "seq <= ?"), [row[0]]
             return ("id >= ?" if lower else "id <= ?"), [value]

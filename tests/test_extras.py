@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from rxbus._extras import DIST_NAME, install_hint
+from rxbus._extras import DIST_NAME, install_command
 
 
 def test_install_hint_names_the_distribution_not_the_import_name() -> None:
     assert DIST_NAME == "rxbus-events"
-    assert install_hint("redis") == "pip install 'rxbus-events[redis]'"
+    assert install_command("redis") == "pip install 'rxbus-events[redis]'"
 
 
 def test_redis_without_redis_py(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,7 @@ _COMMANDS = (
     "rxbus.cli.run",
     "rxbus.cli.bench",
     "rxbus.cli.store",
+    "rxbus.cli.spool",
 )
 
 
@@ -32,34 +34,73 @@ class CliError(Exception):
         self.code = code
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+# Which module registers each command: ``rxbus publish`` loads only its own module.
+_MODULE_OF = {
+    "demo": "rxbus.cli.demo",
+    "serve": "rxbus.cli.serve",
+    "publish": "rxbus.cli.publish",
+    "bench": "rxbus.cli.bench",
+    "tail": "rxbus.cli.store",
+    "replay": "rxbus.cli.store",
+    "spool": "rxbus.cli.spool",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``rxbus`` parser with every command, or only ``command``'s (a hook's fast path)."""
+    parser = _Parser(
         prog="rxbus",
         description="rxbus: a reactive event bus. Run 'rxbus demo' to see it work.",
     )
     parser.add_argument(
         "--version", action=_VersionAction, nargs=0, help="show the version and exit"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    modules = [_MODULE_OF[command]] if command in _MODULE_OF else _COMMANDS
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from rxbus.errors import MissingExtraError
+
     try:
         return int(args.func(args) or 0)
-    except CliError as err:
+    except (CliError, MissingExtraError) as err:
         print(f"rxbus {args.command}: error: {err}", file=sys.stderr)
-        return err.code
+        return getattr(err, "code", 2)
     except KeyboardInterrupt:
         return 130
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without importing shutil (and bz2, lzma, zlib with it):
+    argparse builds one for every ``add_argument``, so a hook would pay for them."""
+
+    def __init__(self, prog: str, *args: object, **kwargs: object) -> None:
+        if kwargs.get("width") is None:
+            try:
+                columns = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(2).columns
+            except (ValueError, OSError):
+                columns = 80
+            kwargs["width"] = max(columns - 2, 20)
+        super().__init__(prog, *args, **kwargs)  # type: ignore[arg-type]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` (and sub-command parsers) using :class:`_Formatter`."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
 
 class _VersionAction(argparse.Action):

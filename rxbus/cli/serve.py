@@ -13,7 +13,6 @@ import argparse
 import os
 from typing import Any
 
-from rxbus._extras import install_hint
 from rxbus.cli import CliError
 
 __all__ = ["register", "run"]
@@ -85,12 +84,10 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
     import signal
 
-    try:
-        from rxbus.server.app import RxbusServer, ServerConfig
-    except ImportError as err:
-        raise CliError(
-            f"rxbus serve needs the serve extra ({err}): {install_hint('serve')}"
-        ) from None
+    from rxbus._extras import require
+
+    require("serve", "rxbus serve")
+    from rxbus.server.app import RxbusServer, ServerConfig
     from rxbus.spool import default_spool_dir
 
     state = default_spool_dir().parent

@@ -90,6 +90,12 @@ def register(sub: Any) -> None:
         "--batch", type=int, default=500, help="events per HTTP request (default 500)"
     )
     replay.add_argument(
+        "--max-body",
+        type=int,
+        default=4 * 1024 * 1024,
+        help="most bytes per HTTP request, as the server's --max-body (default 4194304)",
+    )
+    replay.add_argument(
         "--token",
         default=os.environ.get("RXBUS_TOKEN"),
         help="bearer token for the server (default $RXBUS_TOKEN)",
@@ -155,10 +161,39 @@ def open_source(location: str) -> Any:
         except StoreError as err:
             raise CliError(str(err)) from None
     try:
-        _resolve(location)
+        files = _resolve(location)
     except FileNotFoundError:
         raise CliError(f"no store at {location!r}: file not found") from None
+    _check_jsonl(files[-1])
     return JsonlSource(location)
+
+
+def _check_jsonl(file: Path) -> None:
+    """Refuse a file whose first line is not an event: it is not a store at all.
+
+    Raises:
+        CliError: naming the file and what its first line is.
+    """
+    import orjson
+
+    from rxbus.event import Event
+
+    try:
+        with open(file, "rb") as f:
+            first = f.readline(1 << 22)
+            while first and not first.strip():
+                first = f.readline(1 << 22)
+    except OSError as err:
+        raise CliError(f"cannot read store {str(file)!r}: {err.strerror or err}") from None
+    if not first.strip() or not first.endswith(b"\n"):
+        return  # empty, or one line still being written
+    try:
+        Event.from_dict(orjson.loads(first))
+    except (ValueError, TypeError) as err:
+        raise CliError(
+            f"{str(file)!r} is not an rxbus store: neither SQLite nor JSON Lines of events "
+            f"(line 1: {err})"
+        ) from None
 
 
 class JsonlSource:
@@ -193,12 +228,16 @@ def run_tail(args: argparse.Namespace) -> int:
         raise CliError(f"--lines must be >= 0, got {args.lines}")
     if args.interval <= 0:
         raise CliError(f"--interval must be > 0, got {args.interval}")
+    from rxbus.errors import StoreError
+
     source = open_source(args.store)
     show = _printer(args)
     try:
         if isinstance(source, JsonlSource):
             return _tail_jsonl(source.location, pattern, since, args, show)
         return _tail_sqlite(source, pattern, since, args, show)
+    except StoreError as err:
+        raise CliError(str(err)) from None
     finally:
         source.close()
 
@@ -298,7 +337,7 @@ class JsonlFollower:
         self._fh: Any = None
         self._ino = -1
         self._buffer = b""
-        self.corrupt = 0
+        self._line = 0
 
     def read_all(self) -> list[Any]:
         """Every event so far: rotated files, then the active file (which is then followed)."""
@@ -308,7 +347,7 @@ class JsonlFollower:
         files = _files_of(self.path)
         rotated = files[:-1] if files and files[-1] == self.path else files
         for file in rotated:
-            events.extend(read_jsonl(file, errors="skip"))
+            events.extend(read_jsonl(file))
         self._open()
         events.extend(self.poll())
         return events
@@ -321,6 +360,7 @@ class JsonlFollower:
             return
         self._ino = os.fstat(self._fh.fileno()).st_ino
         self._buffer = b""
+        self._line = 0
 
     def poll(self) -> list[Any]:
         """Events appended since the last call."""
@@ -340,7 +380,7 @@ class JsonlFollower:
             newer = False
             for file in _files_of(self.path)[:-1] if current != -1 else _files_of(self.path):
                 if newer:
-                    events.extend(read_jsonl(file, errors="skip"))
+                    events.extend(read_jsonl(file))
                 elif old_ino == -1 or os.stat(file).st_ino == old_ino:
                     newer = True
             self._open()
@@ -350,6 +390,7 @@ class JsonlFollower:
     def _read_new(self) -> list[Any]:
         import orjson
 
+        from rxbus.errors import StoreError
         from rxbus.event import Event
 
         if self._fh is None:
@@ -362,13 +403,15 @@ class JsonlFollower:
         self._buffer = lines.pop()  # an incomplete last line waits for the rest
         events = []
         for line in lines:
+            self._line += 1
             if not line.strip():
                 continue
             try:
                 events.append(Event.from_dict(orjson.loads(line)))
-            except ValueError as err:
-                self.corrupt += 1
-                print(f"rxbus tail: skipped a corrupt line ({err})", file=sys.stderr)
+            except (ValueError, TypeError) as err:
+                raise StoreError(
+                    f"{self.path}:{self._line}: corrupt JSONL line ({err}): {line[:80]!r}"
+                ) from None
         return events
 
 
@@ -384,6 +427,8 @@ def run_replay(args: argparse.Namespace) -> int:
     until = parse_time("--until", args.until)
     if args.batch < 1:
         raise CliError(f"--batch must be >= 1, got {args.batch}")
+    if args.max_body < 1024:
+        raise CliError(f"--max-body must be >= 1024, got {args.max_body}")
     source = open_source(args.store)
     try:
         try:
@@ -448,13 +493,14 @@ def _deliver(events: Iterable[Any], args: argparse.Namespace) -> tuple[int, int 
         out.flush()
         return sent, None, 0
     if re.match(r"https?://", target):
-        return _post_all(events, target, args.batch, args.token)
+        return _post_all(events, target, args.batch, args.token, args.max_body)
     return _store_all(events, Path(target))
 
 
 def _post_all(
-    events: Iterable[Any], url: str, batch: int, token: str | None
+    events: Iterable[Any], url: str, batch: int, token: str | None, max_body: int
 ) -> tuple[int, int, int]:
+    """POST the events in requests of at most ``batch`` events and ``max_body`` bytes."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -462,12 +508,15 @@ def _post_all(
         url = url.rstrip("/") + "/events"
     sent = accepted = duplicates = 0
     chunk: list[bytes] = []
+    size = 0
     for event in events:
-        chunk.append(event.to_json())
-        if len(chunk) >= batch:
+        line = event.to_json()
+        if chunk and (len(chunk) >= batch or size + len(line) + 1 > max_body):
             a, d = _post(url, chunk, token)
             sent, accepted, duplicates = sent + len(chunk), accepted + a, duplicates + d
-            chunk = []
+            chunk, size = [], 0
+        chunk.append(line)
+        size += len(line) + 1
     if chunk:
         a, d = _post(url, chunk, token)
         sent, accepted, duplicates = sent + len(chunk), accepted + a, duplicates + d

@@ -30,19 +30,27 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import socketio
-from aiohttp import web
 
-from rxbus._extras import install_hint
+from rxbus._extras import install_command, require
 from rxbus.deadletter import DeadLetter
 from rxbus.event import Event
 from rxbus.policies import Overflow
-from rxbus.server.ingest import Rejected, events_from_body, events_from_payload
+from rxbus.server.ingest import MAX_ID_CHARS, Rejected, events_from_body, events_from_payload
 from rxbus.server.outlet import Gap, Outlet
 from rxbus.topics import compile_pattern, validate_pattern
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rxbus.spool import Outcome
+
+try:
+    import socketio
+    from aiohttp import web
+except ImportError:
+    require("socketio", "rxbus.server")  # raises the error naming the extra to install
+    raise
 
 __all__ = ["NotStored", "RxbusServer", "ServerConfig", "is_loopback"]
 
@@ -55,6 +63,7 @@ _MAX_MISSED = 1000  # most events a subscribe ack carries; older missed ones bec
 _BATCH = 1000  # most events in one "events" message to a page
 _STATS_INTERVAL = 1.0  # seconds between "stats" messages to pages
 _DEAD_QUEUE = 1000  # dead letters waiting to be broadcast; more are counted, not queued
+_PAGE = 100  # events read per step of GET /events
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,34 +324,51 @@ class RxbusServer:
         return fresh
 
     async def drain_spool(self) -> int:
-        """Deliver the events ``rxbus publish`` spooled while the server was down.
+        """Deliver the events ``rxbus publish`` spooled for this server while it was down.
+
+        Only the spools of this server's own addresses (``127.0.0.1``/``localhost``/its host, at
+        its port) are read, plus spool files from before spools were kept per destination. An
+        entry that cannot be read is quarantined with a warning; it never stops the server.
 
         Returns:
             How many spooled events were handed over (duplicates included).
         """
-        from rxbus.spool import Outcome, Spool
+        from rxbus.spool import Spool
 
         if not self.config.spool:
             return 0
-        spool = Spool(self.config.spool)
-        if not spool.pending():
-            return 0
+        root = self.config.spool
+        hosts = dict.fromkeys(("127.0.0.1", "localhost", self.config.host))
+        spools = [Spool(root)]
+        if self._port:
+            spools += [Spool.for_url(root, f"http://{h}:{self._port}") for h in hosts if h]
         loop = asyncio.get_running_loop()
 
-        def send(lines: list[bytes]) -> Outcome:
-            try:
-                events = events_from_body(
-                    b"\n".join(lines), "application/x-ndjson", self.config.max_event_bytes
-                )
-            except Rejected as err:
-                if len(lines) == 1:
-                    log.warning("spool %s: event set aside: %s", spool.directory, err.message)
-                return "rejected"
-            asyncio.run_coroutine_threadsafe(self.ingest(events), loop).result()
-            return "ok"
+        def drain(spool: Spool) -> int:
+            def send(lines: list[bytes]) -> Outcome:
+                try:
+                    events = events_from_body(
+                        b"\n".join(lines), "application/x-ndjson", self.config.max_event_bytes
+                    )
+                except Rejected as err:
+                    if len(lines) == 1:
+                        log.warning("spool %s: event set aside: %s", spool.directory, err.message)
+                    return "rejected"
+                asyncio.run_coroutine_threadsafe(self.ingest(events), loop).result()
+                return "ok"
 
-        # The spool blocks on file I/O and flock: run it off the loop, which does the ingest.
-        return await loop.run_in_executor(None, lambda: spool.drain(send))
+            if not spool.pending():
+                return 0
+            return spool.drain(send, warn=log.warning)
+
+        delivered = 0
+        for spool in spools:
+            try:
+                # The spool blocks on file I/O and flock: run it off the loop, which ingests.
+                delivered += await loop.run_in_executor(None, drain, spool)
+            except OSError as err:
+                log.warning("spool %s cannot be read (%s); will retry", spool.directory, err)
+        return delivered
 
     async def _watch_spool(self) -> None:
         while True:
@@ -625,33 +651,55 @@ class RxbusServer:
         return web.json_response({"ok": True, "accepted": self.accepted})
 
     async def _post_events(self, request: web.Request) -> web.Response:
+        max_body = self.config.max_body
         length = request.content_length
-        if length is not None and length > self.config.max_body:
-            raise Rejected(
-                413, f"body is {length} bytes; at most {self.config.max_body} (--max-body)"
-            )
-        body = await request.content.read(self.config.max_body + 1)
-        if len(body) > self.config.max_body or not request.content.at_eof():
-            raise Rejected(413, f"body exceeds {self.config.max_body} bytes (--max-body)")
-        events = events_from_body(body, request.content_type, self.config.max_event_bytes)
+        if length is not None and length > max_body:
+            raise Rejected(413, f"body is {length} bytes; at most {max_body} (--max-body)")
+        # content.read(n) returns what is buffered so far, not n bytes: read until the end.
+        body = bytearray()
+        while len(body) <= max_body:
+            chunk = await request.content.read(max_body + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
+        if len(body) > max_body:
+            raise Rejected(413, f"body exceeds {max_body} bytes (--max-body)")
+        events = events_from_body(bytes(body), request.content_type, self.config.max_event_bytes)
         accepted, duplicates = await self.ingest(events)
         return web.json_response({"accepted": accepted, "duplicates": duplicates})
 
-    async def _get_events(self, request: web.Request) -> web.Response:
+    async def _get_events(self, request: web.Request) -> web.StreamResponse:
+        """History as a JSON array, written a page at a time so memory stays bounded."""
         pattern = request.query.get("pattern", "**")
         after = request.query.get("after") or None
         try:
             validate_pattern(pattern)
         except ValueError as err:
             raise Rejected(400, str(err)) from None
+        if after is not None and len(after) > MAX_ID_CHARS:
+            raise Rejected(400, f"after is {len(after)} characters; at most {MAX_ID_CHARS}")
         limit_text = request.query.get("limit", str(_MAX_MISSED))
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
             raise Rejected(400, f"limit must be an integer 1..10000, got {limit_text[:40]!r}")
         loop = asyncio.get_running_loop()
-        events = await loop.run_in_executor(
-            None, lambda: self.history(pattern, after, int(limit_text))
-        )
-        return web.json_response([e.to_dict() for e in events], dumps=_dumps)
+        pages = _HistoryPages(self, pattern, after, int(limit_text))
+        page = await loop.run_in_executor(None, pages.next)
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        separator = b"["
+        while page:
+            chunk = bytearray()
+            for event in page:
+                # One line at a time into one buffer: orjson's results kept alive until a join
+                # hold many times their size.
+                chunk += separator
+                chunk += event.to_json()
+                separator = b","
+            await response.write(chunk)
+            page = await loop.run_in_executor(None, pages.next)
+        await response.write(b"]" if separator == b"," else b"[]")
+        await response.write_eof()
+        return response
 
     async def _metrics(self, request: web.Request) -> web.Response:
         from rxbus.server.metrics import render_prometheus
@@ -660,7 +708,7 @@ class RxbusServer:
             text = render_prometheus(self._bus.metrics(), self._server_counts())
         except ImportError:
             raise Rejected(
-                501, f"prometheus_client is not installed: {install_hint('prometheus')}"
+                501, f"prometheus_client is not installed: {install_command('prometheus')}"
             ) from None
         return web.Response(body=text, content_type="text/plain", charset="utf-8")
 
@@ -853,6 +901,71 @@ def _gap(count: int, first: Event, last: Event) -> dict[str, Any]:
     gap = Gap(first)
     gap.count, gap.last = count, last
     return dict(gap.to_dict()["gap"])
+
+
+class _HistoryPages:
+    """``GET /events`` read in pages of :data:`_PAGE` events, oldest first.
+
+    With ``after`` it reads forward from that event; without, it first walks back ``limit``
+    events to find where to start (keeping only ids), then reads forward, so no more than a page
+    of events is held at once.
+    """
+
+    def __init__(self, server: RxbusServer, pattern: str, after: str | None, limit: int) -> None:
+        self.server = server
+        self.store = server._store
+        self.pattern = pattern
+        self.left = limit
+        self.cursor = after
+        self.ring: list[Event] | None = None
+        self.started = after is not None
+
+    def next(self) -> list[Event]:
+        """The next page; empty when done."""
+        if not self.started:
+            self.started = True
+            self._start()
+        if self.left <= 0:
+            return []
+        size = min(_PAGE, self.left)
+        if self.ring is not None:
+            page, self.ring = self.ring[:size], self.ring[size:]
+        elif self.store is None:
+            page = self.server.history(self.pattern, self.cursor, size)
+        elif self.cursor is None:
+            page = list(self.store.query(self.pattern, limit=size))
+        else:
+            page = list(self.store.query(self.pattern, after=self.cursor, limit=size))
+        if page:
+            self.cursor = page[-1].id
+        self.left = self.left - len(page) if len(page) == size else 0
+        return page
+
+    def _start(self) -> None:
+        """Find the oldest of the newest ``limit`` events: read after the one before it."""
+        if self.store is None:
+            # The bus's ring is in memory already: page through its newest ``limit`` events.
+            self.ring = self.server.bus.history(self.pattern)[-self.left :]
+            self.left = len(self.ring)
+            return
+        store = self.store
+        found = 0
+        until: str | None = None
+        while found < self.left:
+            want = min(_PAGE, self.left - found)
+            page = [
+                e.id for e in store.latest(self.pattern, want + (1 if until else 0), until=until)
+            ]
+            if until:
+                page = page[:-1]  # ``until`` is inclusive: that event is counted already
+            if not page:
+                break
+            found += len(page)
+            until = page[0]
+        self.left = found
+        if until is not None:
+            before = store.latest(self.pattern, 2, until=until)
+            self.cursor = before[0].id if len(before) == 2 else None
 
 
 def _loopback_host(host_header: str) -> bool:

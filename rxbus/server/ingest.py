@@ -17,6 +17,17 @@ __all__ = ["Rejected", "events_from_body", "events_from_payload"]
 
 _NDJSON = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 
+MAX_DEPTH = 254
+"""Deepest nesting of an event object (the event itself is level 1): what orjson can write."""
+
+MAX_ID_CHARS = 128
+"""Longest event id a client may supply: every id is kept in the server's dedupe memory."""
+
+MAX_FIELD_CHARS = 255
+"""Longest ``type``, ``source`` or ``correlation_id`` a client may supply."""
+
+_BOUNDED = (("id", MAX_ID_CHARS), ("type", MAX_FIELD_CHARS), ("source", MAX_FIELD_CHARS))
+
 
 class Rejected(Exception):
     """A request that must be refused: ``status`` (4xx) and a one-line ``message``."""
@@ -79,6 +90,7 @@ def _event(item: object, index: int, max_event_bytes: int) -> Event:
         raise Rejected(
             400, f"event {index} must be a JSON object, got {type(item).__name__}: {item!r:.60}"
         )
+    _check_bounds(item, index)
     try:
         event = Event.from_dict(item)
     except (InvalidTopicError, PayloadError) as err:
@@ -91,6 +103,42 @@ def _event(item: object, index: int, max_event_bytes: int) -> Event:
             413, f"event {index} ({event.id}) is {size} bytes of JSON; at most {max_event_bytes}"
         )
     return event
+
+
+def _check_bounds(item: dict[str, Any], index: int) -> None:
+    """Refuse oversized short fields and nesting deeper than :data:`MAX_DEPTH`, by name."""
+    for name, most in (*_BOUNDED, ("correlation_id", MAX_FIELD_CHARS)):
+        value = item.get(name)
+        if isinstance(value, str) and len(value) > most:
+            raise Rejected(
+                400,
+                f"event {index}: {name} is {len(value)} characters; at most {most}: {value:.40}...",
+            )
+    depth = _depth(item, MAX_DEPTH)
+    if depth > MAX_DEPTH:
+        raise Rejected(
+            400, f"event {index} is nested more than {MAX_DEPTH} levels deep; at most {MAX_DEPTH}"
+        )
+
+
+def _depth(value: object, limit: int) -> int:
+    """Nesting depth of dicts and lists in ``value``, counting no further than ``limit + 1``.
+
+    Iterative, so a value nested 100,000 levels deep costs no recursion.
+    """
+    deepest = 0
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = (
+        [(value, 1)] if isinstance(value, dict | list) else []
+    )
+    while stack:
+        node, level = stack.pop()
+        if level > limit:
+            return level
+        deepest = max(deepest, level)
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
+    return deepest
 
 
 def _one_line(err: BaseException) -> str:

@@ -26,6 +26,9 @@ def render_prometheus(bus: Mapping[str, Any], server: Mapping[str, int]) -> byte
     Raises:
         ImportError: if ``prometheus_client`` is not installed (extra ``prometheus``).
     """
+    from rxbus._extras import require
+
+    require("prometheus", "GET /metrics")
     from prometheus_client import CollectorRegistry, generate_latest
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 

@@ -51,7 +51,7 @@ import reactivex
 from reactivex import abc
 from reactivex.disposable import Disposable
 
-from rxbus._extras import install_hint
+from rxbus._extras import require
 from rxbus._log import logger
 from rxbus.errors import RxbusError
 from rxbus.event import Event
@@ -93,12 +93,7 @@ _NAME = re.compile(r"[A-Za-z0-9_-]{1,255}")
 
 def require_nats() -> None:
     """Raise a clear ImportError naming the extra when nats-py is not installed."""
-    try:
-        import nats  # noqa: F401
-    except ImportError as err:
-        raise ImportError(
-            f"the NATS bridge needs nats-py ({err}): {install_hint('nats')}"
-        ) from err
+    require("nats", "the NATS bridge")
 
 
 def check_prefix(prefix: object) -> str:

@@ -56,7 +56,6 @@ from loguru import logger
 from reactivex import abc
 from reactivex.disposable import Disposable
 
-from rxbus._extras import install_hint
 from rxbus.errors import RxbusError
 from rxbus.event import Event
 from rxbus.metrics import Counter
@@ -100,12 +99,10 @@ def connect(url: str, *, socket_timeout: float | None = 10.0) -> redis.Redis:
         ValueError: for a URL redis-py cannot parse.
         ImportError: redis-py is missing (``pip install 'rxbus-events[redis]'``).
     """
-    try:
-        import redis
-    except ImportError as err:
-        raise ImportError(
-            f"rxbus needs redis-py for Redis ({err}): {install_hint('redis')}"
-        ) from err
+    from rxbus._extras import require
+
+    require("redis", "Redis streams")
+    import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -711,6 +708,9 @@ def redis_stream(
         >>> source.options.dead_letter_stream
         'orders:dead'
     """
+    from rxbus._extras import require
+
+    require("redis", "redis_stream")
     _name("url", url)
     _name("stream", stream)
     _name("group", group)

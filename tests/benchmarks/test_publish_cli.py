@@ -1,7 +1,7 @@
 """Wall time of one ``rxbus publish`` process, server up and down, next to bare start-up.
 
-The issue's target is a median under 100 ms per invocation, interpreter start-up included. The
-floor is ``python -c pass`` (and ``import rxbus.event``, what any rxbus command must load),
+Issue 12's target: a median within 2x of ``python -c pass`` (interpreter start-up included). The
+floor is ``python -c pass`` (and, for scale, ``import rxbus.event``, which publish avoids),
 measured in the same run on the same machine, so a loaded machine shows in both. Run as a
 script for a quick report::
 
@@ -31,6 +31,19 @@ pytestmark = pytest.mark.timeout(600)
 RUNS = 120  # enough invocations for a meaningful p99 (the 2nd slowest of 120)
 
 
+def installed_env(directory: Path) -> dict[str, str]:
+    """The children's environment as on a user's machine: bytecode cached.
+
+    An installed package has its ``.pyc`` files (pip compiles them), and the standard library's
+    are always there; a run with ``PYTHONDONTWRITEBYTECODE`` would compile every rxbus module
+    from source on each call and charge it to rxbus, not to the floor. The cache goes to a
+    temporary ``PYTHONPYCACHEPREFIX``, so the checkout stays clean.
+    """
+    env = child_env(PYTHONPYCACHEPREFIX=str(directory / "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def run_ok(cmd: Sequence[str], env: dict[str, str]) -> float:
     """Seconds one run of ``cmd`` takes (a fresh process); fails on a non-zero exit."""
     start = time.perf_counter()
@@ -54,7 +67,7 @@ def measure(runs: int, directory: Path) -> dict[str, dict[str, float]]:
     The four commands take turns, run after run, so a change in machine load during the
     measurement affects them alike.
     """
-    env = child_env()
+    env = installed_env(directory)
     down_url = f"http://127.0.0.1:{free_port()}"
     down_spool = directory / "down-spool"
     times: dict[str, list[float]] = {}
@@ -83,18 +96,20 @@ def measure(runs: int, directory: Path) -> dict[str, dict[str, float]]:
                 str(down_spool),
             ),
         }
+        for cmd in commands.values():
+            run_ok(cmd, env)  # warm-up: writes the bytecode cache, as an install would
         for _ in range(runs):
             for name, cmd in commands.items():
                 times.setdefault(name, []).append(run_ok(cmd, env))
         stored = len(server.history("bench.up"))
-    assert stored == runs, f"{stored} of {runs} published events stored"
-    assert Spool(down_spool).pending() == runs
+    assert stored == runs + 1, f"{stored} of {runs + 1} published events stored"
+    assert Spool.for_url(down_spool, down_url).pending() == runs + 1
     return {name: summary(t) for name, t in times.items()}
 
 
 def test_publish_wall_time(bench: Any, tmp_path: Path) -> None:
     """Median/p99 per invocation, next to bare start-up; under --benchmark-disable 3 runs each."""
-    env = child_env()
+    env = installed_env(tmp_path)
     bench.measure("publish_cli.floor", lambda: run_ok([sys.executable, "-c", "pass"], env), ops=1)
     result = measure(RUNS if bench.enabled else 3, tmp_path)
     for name, figures in result.items():
@@ -109,7 +124,8 @@ def test_publish_wall_time(bench: Any, tmp_path: Path) -> None:
             f"{label} / python -c pass",
             subject=f"publish_cli.{name}.median",
             floor="publish_cli.python__c_pass.median",
-            note="issue target: median < 100 ms absolute, interpreter start-up included",
+            target=2.0,
+            note="issue 12: within 2x of python -c pass, same run",
         )
     print(format_table(result))
 

@@ -52,7 +52,7 @@ class TestServerUp:
             [event] = [Event.from_dict(d) for d in server.history("hook.tool")]
         assert (event.type, event.source, event.correlation_id) == ("PreToolUse", "claude", "c-1")
         assert event.data == {"tool": "Bash", "n": 1}
-        assert not Spool(server.spool_dir).pending()
+        assert not Spool.for_url(server.spool_dir, server.url).pending()
 
     def test_data_from_stdin_and_defaults(self, tmp_path: Path) -> None:
         with ServeProcess(tmp_path) as server:
@@ -76,10 +76,10 @@ class TestServerUp:
 class TestServerDown:
     def test_spools_and_returns_at_once(self, tmp_path: Path) -> None:
         """With no server, the event lands in the spool (with its id) and the exit code is 0."""
-        spool = tmp_path / "spool"
-        result = publish("down.one", "--data", '{"n": 1}', url=down_url(), spool=spool)
+        spool, url = tmp_path / "spool", down_url()
+        result = publish("down.one", "--data", '{"n": 1}', url=url, spool=spool)
         assert result.returncode == 0 and result.stderr == b""
-        [path] = list(spool.glob("*.json"))
+        [path] = list(Spool.for_url(spool, url).directory.glob("*.json"))
         event = Event.from_json(path.read_bytes())
         assert (event.topic, event.data, path.stem) == ("down.one", {"n": 1}, event.id)
 
@@ -97,7 +97,7 @@ class TestServerDown:
                 ).returncode
                 == 0
             )
-        assert Spool(server.spool_dir).pending() == 5
+        assert Spool.for_url(server.spool_dir, server.url).pending() == 5
         with server:
             assert server.history("late.*") == []
             assert (
@@ -108,20 +108,21 @@ class TestServerDown:
             )
             got = [e["data"]["n"] for e in server.history("late.*")]
         assert sorted(got) == list(range(6)) and len(got) == 6
-        assert Spool(server.spool_dir).pending() == 0
+        assert Spool.for_url(server.spool_dir, server.url).pending() == 0
 
     def test_a_resent_spool_file_is_not_duplicated(self, tmp_path: Path) -> None:
         """A spool file delivered twice (e.g. the ack was lost) is stored once."""
         server = ServeProcess(tmp_path)
+        spool = Spool.for_url(server.spool_dir, server.url)
         publish("resend.ev", url=server.url, spool=server.spool_dir)
-        [path] = list(server.spool_dir.glob("*.json"))
+        [path] = list(spool.directory.glob("*.json"))
         copy = tmp_path / "copy.json"
         shutil.copy(path, copy)
         with server:  # start-up drains the spool
-            assert Spool(server.spool_dir).pending() == 0
-            shutil.copy(copy, server.spool_dir / path.name)  # the same event spooled again
+            assert spool.pending() == 0
+            shutil.copy(copy, spool.directory / path.name)  # the same event spooled again
             assert publish("resend.other", url=server.url, spool=server.spool_dir).returncode == 0
-            assert Spool(server.spool_dir).pending() == 0
+            assert spool.pending() == 0
         ids = [e.id for e in server.stored() if e.topic == "resend.ev"]
         assert ids == [path.stem]
 
@@ -154,9 +155,12 @@ class TestBadInput:
         assert Spool(spool).pending() == 0
 
     def test_wrong_token_and_oversize_refused_by_the_server(self, tmp_path: Path) -> None:
-        """The server's 4xx becomes one line and exit 2; the event is not spooled for a retry."""
+        """A 4xx is one line and exit 2, and the event is kept: spooled (a wrong token can be
+        fixed, then it is delivered) or set aside in rejected/ (bad input), never gone."""
         with ServeProcess(tmp_path, token="right", args=("--max-event-bytes", "500")) as server:
+            spool = Spool.for_url(server.spool_dir, server.url)
             wrong = publish("tok.x", url=server.url, spool=server.spool_dir, token="wrong")
+            assert spool.pending() == 1
             big = publish(
                 "big.x",
                 "--data",
@@ -167,12 +171,17 @@ class TestBadInput:
             )
             good = publish("good.x", url=server.url, spool=server.spool_dir, token="right")
             topics = [e["topic"] for e in server.history("**")]
-        for result, needle in ((wrong, "401"), (big, "413")):
+        for result, needle, kept in (
+            (wrong, "401", "spooled in"),
+            (big, "413", "set aside in"),
+        ):
             [line] = result.stderr.decode().strip().splitlines()
-            assert result.returncode == 2 and needle in line and "rejected" in line
+            assert result.returncode == 2 and needle in line and kept in line, line
         assert good.returncode == 0
-        assert topics == ["good.x"]
-        assert Spool(server.spool_dir).pending() == 0
+        assert topics == ["good.x", "tok.x"]  # the spooled one follows once the token is right
+        assert spool.pending() == 0
+        [rejected] = spool.rejected()
+        assert Event.from_json(rejected.read_bytes()).topic == "big.x"
 
     def test_bad_url(self, tmp_path: Path) -> None:
         result = publish("ok.x", url="ftp://nowhere", spool=tmp_path)
@@ -263,4 +272,4 @@ def test_a_failing_server_is_treated_as_down(tmp_path: Path) -> None:
     finally:
         httpd.shutdown()
     assert result.returncode == 0 and result.stderr == b""
-    assert Spool(tmp_path / "spool").pending() == 1
+    assert Spool.for_url(tmp_path / "spool", url).pending() == 1

@@ -64,7 +64,7 @@ def test_thousand_publishes_across_two_restarts_lose_and_duplicate_nothing(tmp_p
             elif action == "term":
                 assert server.stop(signal.SIGTERM) == 0, server.log()
             else:
-                states.append(Spool(server.spool_dir).pending())
+                states.append(Spool.for_url(server.spool_dir, server.url).pending())
                 server.start()
         for future in futures:
             future.result()
@@ -73,7 +73,9 @@ def test_thousand_publishes_across_two_restarts_lose_and_duplicate_nothing(tmp_p
     assert failures == {}
     assert all(pending > 0 for pending in states), "each outage should have spooled events"
     # Events spooled near the end are delivered by the server's own spool watcher.
-    wait_until(lambda: Spool(server.spool_dir).pending() == 0, 30, "the spool to drain")
+    wait_until(
+        lambda: Spool.for_url(server.spool_dir, server.url).pending() == 0, 30, "the spool to drain"
+    )
     assert server.stop(signal.SIGTERM) == 0
 
     stored = [e for e in server.stored() if e.topic == "rel.ev"]

@@ -156,6 +156,20 @@ class TestReplay:
             stored = {e.id: e for e in server.stored()}
         assert all(stored[e.id] == e for e in events)
 
+    @pytest.mark.parametrize(("count", "size"), [(3000, 1024), (200, 50_000)])
+    def test_large_replays_with_the_default_batch(
+        self, tmp_path: Path, capsys, count: int, size: int
+    ) -> None:
+        """3,000 events of 1 KB (a 500 KB request) and 200 of 50 KB (past --max-body per 500:
+        split by bytes) all arrive; issue 12 found the first refused with a 413."""
+        path = tmp_path / "events.db"
+        events = [Event(topic="big.replay", data={"i": i, "pad": "p" * size}) for i in range(count)]
+        fill(path, events)
+        with ServeProcess(tmp_path / "server") as server:
+            assert main(["replay", "--store", str(path), "--to", server.url]) == 0
+            assert f"accepted {count}, duplicates 0" in capsys.readouterr().err
+            assert len(server.stored()) == count
+
     def test_dead_letters_are_republished_after_a_fix(self, tmp_path: Path, capsys) -> None:
         """Stored dead letters go back to the server as their original events, with new ids
         (the server already deduplicated the old ones) and a pointer to the original."""
@@ -253,3 +267,62 @@ class TestErrors:
         assert done.returncode == 2
         assert done.stderr.strip().count("\n") == 0
         assert "file not found" in done.stderr
+
+
+def corrupt_sqlite(path: Path, count: int = 3000) -> None:
+    """A real store of ``count`` events with garbage written over its middle pages."""
+    fill(path, [Event(topic="c.x", data={"i": i, "pad": "p" * 200}) for i in range(count)])
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.seek(size // 3)
+        f.write(b"\xde\xad\xbe\xef" * (size // 12))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        rxbus_cmd(*args), capture_output=True, text=True, env=child_env(), timeout=60
+    )
+
+
+class TestCorruptStores:
+    """A damaged or foreign store: one line on stderr and exit 2, as the README promises."""
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("replay",),
+            ("replay", "--to", "{tmp}/copy.jsonl"),
+            ("tail", "--no-follow", "-n", "100000"),
+            ("tail", "c.*", "--no-follow", "--since", "2000-01-01"),
+        ],
+    )
+    def test_corrupt_sqlite_store(self, tmp_path: Path, args: tuple[str, ...]) -> None:
+        path = tmp_path / "events.db"
+        corrupt_sqlite(path)
+        args = tuple(a.replace("{tmp}", str(tmp_path)) for a in args)
+        done = run_cli(*args, "--store", str(path))
+        [line] = done.stderr.splitlines()
+        assert done.returncode == 2, done.stderr
+        assert line.startswith(f"rxbus {args[0]}: error: ") and str(path) in line
+        assert "corrupt" in line or "malformed" in line or "not an rxbus" in line
+
+    @pytest.mark.parametrize("command", ["tail", "replay"])
+    def test_a_text_file_that_is_no_store(self, tmp_path: Path, command: str) -> None:
+        """``--store /etc/passwd``: refused with one line, not 31 warnings and exit 0."""
+        path = tmp_path / "passwd"
+        path.write_text("".join(f"user{i}:x:{i}:{i}::/home/u{i}:/bin/sh\n" for i in range(31)))
+        follow = ("--no-follow",) if command == "tail" else ()
+        done = run_cli(command, *follow, "--store", str(path))
+        [line] = done.stderr.splitlines()
+        assert done.returncode == 2 and done.stdout == ""
+        assert line.startswith(f"rxbus {command}: error: ") and "not an rxbus" in line
+        assert str(path) in line
+
+    def test_tail_of_a_jsonl_store_with_a_corrupt_line(self, tmp_path: Path) -> None:
+        path = tmp_path / "bad.jsonl"
+        path.write_bytes(
+            Event(topic="a.b").to_json() + b"\n{broken\n" + Event(topic="a.c").to_json() + b"\n"
+        )
+        done = run_cli("tail", "--no-follow", "--store", str(path))
+        [line] = done.stderr.splitlines()
+        assert done.returncode == 2 and "bad.jsonl:2: corrupt JSONL line" in line

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from rxbus import DeadLetter, Event
 from rxbus.sinks import JsonlSink, read_jsonl
 from rxbus.sinks._batch import DEAD_LETTER_TOPIC, StoreError, original_event
 from rxbus.sinks.jsonl import TornLineWarning, query_jsonl
+from tests.sinks.virtual_clock import VirtualClock
 
 
 def events(n: int, topic: str = "t.a", start: int = 0) -> list[Event]:
@@ -161,16 +161,26 @@ class TestRotation:
         assert got == sent[-len(got) :]  # a contiguous, newest suffix
 
     def test_by_time(self, tmp_path: Path) -> None:
-        """With rotate_every, a non-empty file is rotated by the writer's periodic check."""
+        """With rotate_every, a non-empty file is rotated once it is that old (virtual time)."""
         path = tmp_path / "e.jsonl"
-        with JsonlSink(path, rotate_every=0.05) as sink:
+        clock = VirtualClock(1_000.0)
+        with JsonlSink(path, rotate_every=60, clock=clock) as sink:
             sink.on_next(Event(topic="t.a", data={"i": 0}))
-            deadline = time.monotonic() + 10
-            while sink.stats["rotations"] == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            assert sink.flush()  # written at t=1000: the file's age counts from here
+            clock.advance(59)
             sink.on_next(Event(topic="t.a", data={"i": 1}))
-        assert sink.stats["rotations"] >= 1
-        assert [e.data["i"] for e in read_jsonl(path)] == [0, 1]
+            assert sink.flush() and sink.stats["rotations"] == 0
+            clock.advance(1)
+            assert sink.flush() and sink.stats["rotations"] == 1  # due: rotated while idle
+            clock.advance(600)  # an empty active file is never rotated
+            assert sink.flush() and sink.stats["rotations"] == 1
+            sink.on_next(Event(topic="t.a", data={"i": 2}))  # its file's age starts now
+            clock.advance(59)
+            assert sink.flush() and sink.stats["rotations"] == 1
+        rotated, active = sink.files()
+        assert [e.data["i"] for e in read_jsonl(rotated)] == [0, 1]
+        assert [e.data["i"] for e in read_jsonl(path)] == [0, 1, 2]
+        assert [e.data["i"] for e in query_jsonl(active)] == [0, 1, 2]
 
     def test_failed_rotation_is_counted_and_writing_goes_on(self, tmp_path: Path) -> None:
         """If the rotated name cannot be taken (here a directory sits there), the error is

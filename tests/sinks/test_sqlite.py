@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from rxbus.errors import InvalidTopicError
 from rxbus.sinks import SQLiteStore
 from rxbus.sinks._batch import DEAD_LETTER_TOPIC, StoreError, original_event
 from rxbus.sinks.sqlite import _MIGRATIONS, APPLICATION_ID, SCHEMA_VERSION
+from tests.sinks.virtual_clock import VirtualClock
 
 
 def events(n: int, topic: str = "t.a", start: int = 0) -> list[Event]:
@@ -226,19 +226,21 @@ class TestRetention:
             assert store.stats["deleted"] == 900
 
     def test_by_age_deletes_old_events(self, tmp_path: Path) -> None:
-        """Events older than max_age are deleted by the writer's periodic check."""
-        old = datetime.now(UTC) - timedelta(hours=2)
-        with SQLiteStore(tmp_path / "a.db", max_age=timedelta(hours=1)) as store:
-            for i in range(10):
-                store.on_next(Event(topic="t.old", data={"i": i}, timestamp=old))
-            for e in events(5, topic="t.new"):
-                store.on_next(e)
-            store.flush()
-            deadline = time.monotonic() + 10
-            while store.count("t.old") and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert store.count("t.old") == 0
-            assert store.count("t.new") == 5
+        """Events older than max_age are deleted once the clock passes them (virtual time)."""
+        start = datetime(2026, 1, 1, tzinfo=UTC)
+        clock = VirtualClock(start.timestamp())
+        at = [start - timedelta(minutes=m) for m in (50, 30, 10, 0)]
+        with SQLiteStore(tmp_path / "a.db", max_age=timedelta(hours=1), clock=clock) as store:
+            for i, when in enumerate(at):
+                store.on_next(Event(topic="t.age", data={"i": i}, timestamp=when))
+            assert store.flush() and store.count() == 4
+            clock.advance(20 * 60 + 1)  # 10:01 past the first event's hour
+            assert store.flush()
+            assert [e.data["i"] for e in store.query()] == [1, 2, 3]
+            clock.advance(30 * 60)  # 9:59 short of the newest event's hour
+            assert store.flush()
+            assert [e.data["i"] for e in store.query()] == [3]
+            assert store.stats["deleted"] == 3
 
     @pytest.mark.parametrize("kwargs", [{"max_events": 0}, {"max_age": -1}, {"fsync": "sometimes"}])
     def test_bad_settings_raise(self, tmp_path: Path, kwargs) -> None:
