@@ -179,6 +179,9 @@ class AsyncConsumer(QueuedConsumer):
             self.delivered += 1
         else:
             self.failed += 1
+        if self._retire_late:
+            self._retire_late = False
+            self.host.retire(self)
 
     async def _drain_awaiting(self) -> bool:
         """Await the async sink for every item the chain emitted; False if any failed."""

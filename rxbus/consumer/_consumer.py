@@ -142,6 +142,7 @@ class Consumer(abc.DisposableBase):
         self._finished = False  # chain completed/errored terminally, or disposed
         self._chain_done = False  # the chain completed by itself (e.g. take(n))
         self._accepting = True
+        self._retire_late = False
         self._completion_sent = False
         self._done = threading.Event()  # set once the consumer has drained and completed
         self._lock = threading.Lock()
@@ -255,6 +256,9 @@ class Consumer(abc.DisposableBase):
             self.delivered += 1
         elif ok is not None:
             self.failed += 1
+        if self._retire_late:  # disposed from its own sink: counted now, then folded
+            self._retire_late = False
+            self.host.retire(self)
 
     def _process(self, event: Any) -> bool | None:
         """Run one event through the chain and the sink: True if nothing failed, None if the
@@ -432,7 +436,10 @@ class Consumer(abc.DisposableBase):
         self._subscription = None
         if sub is not None:
             sub.dispose()
-        self.host.retire(self)
+        if self._current is not None and self.runs_here():
+            self._retire_late = True  # its sink is handling an event: fold it in once counted
+        else:
+            self.host.retire(self)
 
     def _stop(self) -> None:
         """Disposal, mode by mode: stop delivering without completing the sink."""

@@ -326,3 +326,22 @@ def test_per_topic_metrics_stay_bounded_under_unique_topics(
         m = bus.metrics()
         assert len(m["topics"]) == 6 and m["published"] == 20
         assert m["topics"][bus_module.OTHER_TOPICS] == {"published": 15}
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "async"])
+def test_a_consumer_disposed_from_its_own_sink_counts_that_event_in_the_totals(mode: str) -> None:
+    bus = EventBus()
+    holder: list[Any] = []
+    done = threading.Event()
+
+    def once(e: Event) -> None:
+        holder[0].dispose()
+        done.set()
+
+    holder.append(bus.subscribe(once, mode=mode, name="once"))  # type: ignore[arg-type]
+    bus.publish("a.b")
+    assert done.wait(10)
+    wait_until(lambda: bus.metrics()["delivered"] == 1, 10, "the disposed consumer's event")
+    m = bus.metrics()
+    assert m["consumers"] == {} and m["delivered"] == 1 and m["dropped"] == 0
+    bus.close()

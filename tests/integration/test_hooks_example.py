@@ -16,8 +16,7 @@ import pytest
 import socketio
 
 from rxbus.spool import Spool
-from tests.conftest import free_port
-from tests.integration.redis_server import wait_for
+from tests.conftest import free_port, wait_until
 from tests.integration.serve_process import ROOT, ServeProcess, child_env, rxbus_cmd
 
 pytestmark = pytest.mark.timeout(180)
@@ -74,7 +73,7 @@ def test_hooks_reach_the_dashboard(tmp_path: Path) -> None:
         for n, script in enumerate(("hook.sh", "hook.py")):
             result = hook(script, {"tool": "Bash", "n": n}, server.url, server.spool_dir)
             assert result.returncode == 0 and result.stderr == b"", result.stderr
-        wait_for(lambda: len(watcher.received) == 2, 20, "two events at the dashboard")
+        wait_until(lambda: len(watcher.received) == 2, 20, "two events at the dashboard")
         status, page = server.get("/")
         history = server.history("hook.**")
     assert [(e["type"], e["source"], e["data"]["n"]) for e in watcher.received] == [
@@ -97,7 +96,7 @@ def test_lost_while_the_server_is_down_fixed(tmp_path: Path) -> None:
     assert after.returncode == 0 and after.stderr == b""
     assert Spool(server.spool_dir).pending() == 1
     with server:
-        wait_for(lambda: len(server.history("hook.**")) == 1, 20, "the spooled event")
+        wait_until(lambda: len(server.history("hook.**")) == 1, 20, "the spooled event")
         [event] = server.history("hook.**")
     assert event["data"] == {"tool": "rxbus"}
     assert Spool(server.spool_dir).pending() == 0
@@ -135,7 +134,7 @@ def test_duplicates_from_two_paths_fixed(tmp_path: Path) -> None:
                 timeout=60,
             )
             assert shipped.returncode == 0, shipped.stderr
-            wait_for(lambda: len(watcher.received) >= 50, 20, "50 events at the dashboard")
+            wait_until(lambda: len(watcher.received) >= 50, 20, "50 events at the dashboard")
         stored = server.history("agent.**")
     assert b"accepted 0, duplicates 50" in shipped.stdout + shipped.stderr
     assert len(stored) == len({e["id"] for e in stored}) == 50

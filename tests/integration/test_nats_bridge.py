@@ -16,8 +16,8 @@ from rxbus import DeadLetter, Event, EventBus
 from rxbus.sinks import NatsSink
 from rxbus.sources import nats_stream
 from rxbus.sources.nats import Delivery, bridge, filter_subject, subject_for
+from tests.conftest import wait_until
 from tests.integration.nats_server import NatsServer, nats_binary, running_nats
-from tests.integration.redis_server import wait_for
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -183,7 +183,7 @@ class TestSink:
             batch = events(1000)
             for e in batch:
                 sink.on_next(e)
-            wait_for(lambda: sink.stats["retried"] >= 2, 10, "failed attempts")
+            wait_until(lambda: sink.stats["retried"] >= 2, 10, "failed attempts")
             assert sink.stats["outbox"] == 1000 and sink.stats["written"] == 0
             srv.start()
             assert sink.flush(30), sink.stats
@@ -281,7 +281,7 @@ class TestSource:
         got = Collector()
         source = nats_stream(server.url, "ORDERS", "billing", batch_size=200)
         sub = source.subscribe(got)
-        wait_for(lambda: len(got) == 1500, 30, "every event")
+        wait_until(lambda: len(got) == 1500, 30, "every event")
         sub.dispose()
         assert [e.id for e in got.items] == [e.id for e in batch]
         assert source.stats["acked"] == 1500
@@ -297,8 +297,8 @@ class TestSource:
         s1 = nats_stream(server.url, "ORDERS", "one", filter="orders.*")
         s2 = nats_stream(server.url, "ORDERS", "many", filter="orders.**")
         subs = [s1.subscribe(one), s2.subscribe(many)]
-        wait_for(lambda: len(one) == 5 and len(many) == 15, 30, "the filtered events")
-        wait_for(lambda: s2.stats["filtered"] == 5, 10, "the billing events acked unseen")
+        wait_until(lambda: len(one) == 5 and len(many) == 15, 30, "the filtered events")
+        wait_until(lambda: s2.stats["filtered"] == 5, 10, "the billing events acked unseen")
         for s in subs:
             s.dispose()
         assert {e.topic for e in one.items} == {"orders.created"}
@@ -327,8 +327,8 @@ class TestSource:
             server.url, "ORDERS", "billing", max_deliver=3, nak_delay=0.1, fetch_timeout=0.2
         )
         sub = source.subscribe(handle)
-        wait_for(lambda: source.stats["dead_lettered"] == 1, 30, "the dead letter")
-        wait_for(lambda: consumer_pending(server, "ORDERS", "billing") == (0, 0), 10, "acks")
+        wait_until(lambda: source.stats["dead_lettered"] == 1, 30, "the dead letter")
+        wait_until(lambda: consumer_pending(server, "ORDERS", "billing") == (0, 0), 10, "acks")
         sub.dispose()
         assert len(attempts) == 3  # max_deliver attempts, never a 4th
         gaps = [b - a for a, b in itertools.pairwise(attempts)]
@@ -353,7 +353,7 @@ class TestSource:
         got = Collector()
         source = nats_stream(server.url, "ORDERS", "billing")
         sub = source.subscribe(got)
-        wait_for(lambda: len(got) == 4 and source.stats["dead_lettered"] == 1, 30, "all four")
+        wait_until(lambda: len(got) == 4 and source.stats["dead_lettered"] == 1, 30, "all four")
         sub.dispose()
         ((_, headers, data),) = read_all(server, "ORDERS_DEAD")
         assert data == b"{not json"
@@ -368,18 +368,18 @@ class TestSource:
         got = Collector()
         source = nats_stream(server.url, "ORDERS", "w", manual_ack=True, ack_wait=1.0)
         sub = source.subscribe(got)
-        wait_for(lambda: len(got) == 6, 30, "six deliveries")
+        wait_until(lambda: len(got) == 6, 30, "six deliveries")
         first: list[Delivery] = list(got.items)
         assert all(isinstance(d, Delivery) and d.deliveries == 1 for d in first)
         for d in first[:4]:
             threading.Thread(target=d.ack).start()  # from any thread
-        wait_for(lambda: len(got) == 8, 30, "the two unacknowledged ones again")
+        wait_until(lambda: len(got) == 8, 30, "the two unacknowledged ones again")
         again = got.items[6:]
         assert [d.event.id for d in again] == [e.id for e in batch[4:]]
         assert all(d.deliveries == 2 for d in again)
         for d in again:
             d.ack()
-        wait_for(lambda: consumer_pending(server, "ORDERS", "w") == (0, 0), 10, "acks")
+        wait_until(lambda: consumer_pending(server, "ORDERS", "w") == (0, 0), 10, "acks")
         sub.dispose()
         assert len(got) == 8
 
@@ -391,7 +391,7 @@ class TestSource:
         a, b = Collector(), Collector()
         source = nats_stream(server.url, "ORDERS", "shared", batch_size=50)
         subs = [source.subscribe(a), source.subscribe(b)]
-        wait_for(lambda: len(a) + len(b) == 4000, 60, "every event")
+        wait_until(lambda: len(a) + len(b) == 4000, 60, "every event")
         for s in subs:
             s.dispose()
         ids_a, ids_b = {e.id for e in a.items}, {e.id for e in b.items}
@@ -407,15 +407,15 @@ class TestSource:
         first = Collector()
         source = nats_stream(server.url, "ORDERS", "w", manual_ack=True, ack_wait=1.0)
         sub = source.subscribe(first)
-        wait_for(lambda: len(first) == 6, 30, "six deliveries")
+        wait_until(lambda: len(first) == 6, 30, "six deliveries")
         sub.dispose()  # never acked: all six come back after ack_wait
         # What a process that handled the first three and died before acking leaves behind.
         publish_raw(server, [(f"_rxbus.done.ORDERS.w.{e.id}", b"", None) for e in batch[:3]])
         got = Collector()
         again = nats_stream(server.url, "ORDERS", "w", ack_wait=1.0)
         sub = again.subscribe(got)
-        wait_for(lambda: again.stats["duplicates"] == 3 and len(got) == 3, 30, "redeliveries")
-        wait_for(lambda: consumer_pending(server, "ORDERS", "w") == (0, 0), 10, "acks")
+        wait_until(lambda: again.stats["duplicates"] == 3 and len(got) == 3, 30, "redeliveries")
+        wait_until(lambda: consumer_pending(server, "ORDERS", "w") == (0, 0), 10, "acks")
         sub.dispose()
         assert [e.id for e in got.items] == [e.id for e in batch[3:]]
 
@@ -429,12 +429,12 @@ class TestSource:
         source = nats_stream(server.url, "ORDERS", "idle", fetch_timeout=0.2)
         try:
             sub = source.subscribe(got)
-            wait_for(lambda: source.stats["pulls"] >= 2, 10, "the first pull to expire")
+            wait_until(lambda: source.stats["pulls"] >= 2, 10, "the first pull to expire")
             start, pulls = time.monotonic(), source.stats["pulls"]
-            wait_for(lambda: source.stats["pulls"] >= pulls + 5, 10, "five more empty pulls")
+            wait_until(lambda: source.stats["pulls"] >= pulls + 5, 10, "five more empty pulls")
             elapsed = time.monotonic() - start
             fill(server, "ORDERS", events(1))
-            wait_for(lambda: len(got) == 1, 10, "the late event")
+            wait_until(lambda: len(got) == 1, 10, "the late event")
             sub.dispose()
         finally:
             logger.remove(handler)
@@ -457,18 +457,18 @@ class TestSource:
         source = nats_stream(server.url, "ORDERS", "billing", fetch_timeout=0.2)
         try:
             sub = source.subscribe(got)
-            wait_for(lambda: len(got) == 3, 30, "the first events")
+            wait_until(lambda: len(got) == 3, 30, "the first events")
 
             async def delete(js: Any) -> None:
                 await js.delete_consumer("ORDERS", "billing")
 
             server.js(delete)
-            wait_for(lambda: source.stats["recreated"] >= 1, 30, "the consumer to be recreated")
+            wait_until(lambda: source.stats["recreated"] >= 1, 30, "the consumer to be recreated")
             later = events(4)
             fill(server, "ORDERS", later)
             # The recreated consumer starts from the stream's start: the first three come back
             # as redeliveries it never saw, so they are handed out again (at-least-once).
-            wait_for(lambda: {e.id for e in later} <= {e.id for e in got.items}, 30, "later")
+            wait_until(lambda: {e.id for e in later} <= {e.id for e in got.items}, 30, "later")
             sub.dispose()
         finally:
             logger.remove(handler)
@@ -494,14 +494,14 @@ class TestSource:
         try:
             for e in events(5):
                 sink.on_next(e)
-            wait_for(lambda: len(got) == 5, 30, "events before the restart")
+            wait_until(lambda: len(got) == 5, 30, "events before the restart")
             server.kill()
             server.start()
             after = events(20)
             for e in after:
                 sink.on_next(e)
             assert sink.flush(30), sink.stats
-            wait_for(lambda: {e.id for e in after} <= {e.id for e in got.items}, 30, "after")
+            wait_until(lambda: {e.id for e in after} <= {e.id for e in got.items}, 30, "after")
         finally:
             sub.dispose()
             sink.close(timeout=1)
@@ -522,7 +522,7 @@ class TestSource:
             server.url, "ORDERS", "d", subject_prefix="elsewhere", create_stream=False
         )
         sub = source.subscribe(got)
-        wait_for(lambda: len(got.errors) == 1, 30, "the refusal")
+        wait_until(lambda: len(got.errors) == 1, 30, "the refusal")
         sub.dispose()
         assert "filter subject" in str(got.errors[0]).lower()
         assert len(got) == 0 and source.stats["retries"] == 0
@@ -535,7 +535,7 @@ class TestSource:
         with EventBus(name="far") as bus:
             bus.subscribe(lambda e: seen.append(e.id), topic="orders.**")
             link = bridge(bus, server.url, "ORDERS", "far", filter="orders.**")
-            wait_for(lambda: len(seen) == 50, 30, "the bridged events")
+            wait_until(lambda: len(seen) == 50, 30, "the bridged events")
             link.dispose()
         assert seen == [e.id for e in batch]
 
@@ -575,7 +575,7 @@ def test_a_re_send_after_the_dedupe_window_is_stored_again_and_skipped_by_id(
         for e in batch:
             sink.on_next(e)
         assert sink.flush(30)
-        wait_for(lambda: len(got) == 20, 30, "the first copies")
+        wait_until(lambda: len(got) == 20, 30, "the first copies")
         # Wait (on the server's own answer) until the window has passed for a probe event.
         probe = Event(topic="orders.probe")
         sink.on_next(probe)
@@ -587,12 +587,12 @@ def test_a_re_send_after_the_dedupe_window_is_stored_again_and_skipped_by_id(
             assert sink.flush(30)
             return sink.stats["duplicates"] == before
 
-        wait_for(window_passed, 20, "the dedupe window to pass", 0.1)
+        wait_until(window_passed, 20, "the dedupe window to pass", interval=0.1)
         for e in batch:  # a producer replaying its log, too late for the server's dedupe
             sink.on_next(e)
         assert sink.flush(30)
         assert sink.stats["duplicates"] >= 1  # the probe, while the window was open
-    wait_for(lambda: source.stats["duplicates"] >= 21, 30, "the copies to be skipped")
+    wait_until(lambda: source.stats["duplicates"] >= 21, 30, "the copies to be skipped")
     sub.dispose()
     assert stream_messages(server, "SHORT") == 20 + 2 + 20  # batch, probe twice, batch again
     assert sorted(e.id for e in got.items) == sorted([e.id for e in batch] + [probe.id])

@@ -11,8 +11,8 @@ import pytest
 from rxbus import Event
 from rxbus.sinks import NatsSink
 from rxbus.sources import nats_stream
+from tests.conftest import wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import wait_for
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -42,7 +42,7 @@ def run(server: NatsServer, durable: str, **options: object) -> tuple[list[Event
 
     source = nats_stream(server.url, "ORDERS", durable, nak_delay=0.2, **options)  # type: ignore[arg-type]
     sub = source.subscribe(handle)
-    wait_for(lambda: len(handled) == 20, 30, "every event handled")
+    wait_until(lambda: len(handled) == 20, 30, "every event handled")
     sub.dispose()
     assert source.stats["nacked"] == 1
     return sent, handled

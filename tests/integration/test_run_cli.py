@@ -14,9 +14,8 @@ import pytest
 
 from rxbus.event import Event
 from rxbus.spool import Spool
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until
 from tests.integration.ingest_counter import IngestCounter
-from tests.integration.redis_server import wait_for
 from tests.integration.serve_process import ServeProcess, child_env, rxbus_cmd
 
 pytestmark = pytest.mark.timeout(180)
@@ -132,7 +131,7 @@ def test_signal_mid_run(tmp_path: Path, target: str, sig: signal.Signals) -> Non
             env=child_env(),
         )
         try:
-            wait_for(lambda: server.streams.get("stdout") is not None, 30, "the 'ready' line")
+            wait_until(lambda: server.streams.get("stdout") is not None, 30, "the 'ready' line")
             pid = server.others[0]["data"]["pid"] if target == "command" else proc.pid
             os.kill(pid, sig)
             out, err = proc.communicate(timeout=30)
@@ -167,7 +166,7 @@ def test_server_down_spools_then_serve_delivers(tmp_path: Path) -> None:
     spooled = Spool(spool).pending()
     assert spooled >= 4  # start, at least one batch per stream, done
     with ServeProcess(tmp_path / "serve") as server:
-        wait_for(lambda: len(server.history("build.**")) == spooled, 30, "the spooled events")
+        wait_until(lambda: len(server.history("build.**")) == spooled, 30, "the spooled events")
         events = [Event.from_dict(d) for d in server.history("build.**")]
     topics = by_topic(events)
     assert len(topics["build.start"]) == 1

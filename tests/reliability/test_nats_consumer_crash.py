@@ -19,8 +19,9 @@ import orjson
 import pytest
 
 from rxbus import Event
+from tests.conftest import wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import environ_with, wait_for
+from tests.integration.redis_server import environ_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -82,7 +83,7 @@ def test_killed_consumer_restarts_and_every_event_is_handled(
         producer = spawn("publish", server.url, "LOAD", str(events_file), str(tmp_path / "p"))
         procs.append(producer)
         # The consumers join with a backlog, so the killed one is in the middle of a batch.
-        wait_for(lambda: stream_state(server)[0] >= 30_000, 60, "a backlog", 0.1)
+        wait_until(lambda: stream_state(server)[0] >= 30_000, 60, "a backlog", interval=0.1)
         # a SIGKILLs itself right after its KILL_AT-th event: mid-batch (batches are 500),
         # with the last records and acks of that batch still in the process.
         a = spawn("consume", *common, str(handled_a), "--kill-after", str(KILL_AT))
@@ -102,8 +103,10 @@ def test_killed_consumer_restarts_and_every_event_is_handled(
                 expected
             )
 
-        wait_for(all_handled, 120, "every event to be handled", 0.2)
-        wait_for(lambda: stream_state(server)[1:] == (0, 0), 30, "every message acked", 0.1)
+        wait_until(all_handled, 120, "every event to be handled", interval=0.2)
+        wait_until(
+            lambda: stream_state(server)[1:] == (0, 0), 30, "every message acked", interval=0.1
+        )
         stats = {}
         for name, proc, path in (("a2", a2, handled_a2), ("b", b, handled_b)):
             proc.send_signal(signal.SIGTERM)

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from rxbus import Event
 from rxbus.sources import nats_stream
+from tests.conftest import wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import wait_for
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -77,7 +77,7 @@ def test_every_message_is_handled_or_dead_lettered(
     )
     sub = source.subscribe(on_next, errors.append)
     try:
-        wait_for(
+        wait_until(
             lambda: len(handled) + source.stats["dead_lettered"] == len(messages),
             30,
             "every message handled or dead-lettered",

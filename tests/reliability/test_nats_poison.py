@@ -17,8 +17,9 @@ import pytest
 
 from rxbus import Event
 from rxbus.sinks import NatsSink
+from tests.conftest import wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import environ_with, wait_for
+from tests.integration.redis_server import environ_with
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -71,7 +72,7 @@ def test_an_event_that_crashes_its_process_is_dead_lettered(
         except subprocess.TimeoutExpired:
             code = None
         if code is None:
-            wait_for(lambda: len(dead_letters(server)) == 1, 30, "the dead letter", 0.1)
+            wait_until(lambda: len(dead_letters(server)) == 1, 30, "the dead letter", interval=0.1)
             proc.terminate()
             assert proc.wait(30) == 0
         exits.append(code)

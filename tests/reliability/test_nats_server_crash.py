@@ -23,8 +23,8 @@ import pytest
 from rxbus import Event
 from rxbus.sinks import NatsSink
 from rxbus.sources import nats_stream
+from tests.conftest import wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -79,13 +79,13 @@ def test_nats_killed_and_restarted_mid_stream_loses_nothing(server: NatsServer) 
 
     try:
         publish(20_000, "before")
-        wait_for(lambda: count() >= 1_000, 30, "the consumer to be mid-stream")
+        wait_until(lambda: count() >= 1_000, 30, "the consumer to be mid-stream")
         written_before_kill = sink.stats["written"]
         server.kill()
         handled_at_kill = count()
 
         publish(10_000, "down")  # held by the sink while the server is away
-        wait_for(lambda: sink.stats["retried"] >= 1, 30, "the sink to notice the outage")
+        wait_until(lambda: sink.stats["retried"] >= 1, 30, "the sink to notice the outage")
 
         server.start()
         handled_at_restart = set(handled)
@@ -94,8 +94,10 @@ def test_nats_killed_and_restarted_mid_stream_loses_nothing(server: NatsServer) 
         publish(10_000, "after")
         assert sink.flush(60), sink.stats
 
-        wait_for(lambda: set(handled) >= set(sent), 60, "every event to be handled", 0.1)
-        wait_for(lambda: state(server)[1:] == (0, 0), 30, "every message acknowledged", 0.1)
+        wait_until(lambda: set(handled) >= set(sent), 60, "every event to be handled", interval=0.1)
+        wait_until(
+            lambda: state(server)[1:] == (0, 0), 30, "every message acknowledged", interval=0.1
+        )
         stored = state(server)[0]
     finally:
         subscription.dispose()

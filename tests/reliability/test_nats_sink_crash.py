@@ -22,8 +22,9 @@ import orjson
 import pytest
 
 from rxbus import Event
+from tests.conftest import wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import environ_with, wait_for
+from tests.integration.redis_server import environ_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -94,12 +95,14 @@ def test_a_killed_sink_process_replays_without_duplicates(
     first = publisher(server, events_file, tmp_path / "first.json")
     assert server.process is not None
     try:
-        wait_for(lambda: stored(server) >= COUNT // 3, 60, "a third stored", 0.005)
+        wait_until(lambda: stored(server) >= COUNT // 3, 60, "a third stored", interval=0.005)
         before_pause = stored(server)
         server.process.send_signal(signal.SIGSTOP)
         try:
             # The sink goes on publishing its batch into the paused server's socket.
-            wait_for(lambda: unread_bytes(server.port) > 0, 30, "publishes the server has not read")
+            wait_until(
+                lambda: unread_bytes(server.port) > 0, 30, "publishes the server has not read"
+            )
             first.send_signal(signal.SIGKILL)
             assert first.wait(10) == -signal.SIGKILL
         finally:
@@ -109,7 +112,9 @@ def test_a_killed_sink_process_replays_without_duplicates(
             first.kill()
         first.wait(10)
     # The server reads what the dead sink had sent and stores it: published, never acknowledged.
-    wait_for(lambda: stored(server) > before_pause, 30, "the in-flight publishes stored", 0.05)
+    wait_until(
+        lambda: stored(server) > before_pause, 30, "the in-flight publishes stored", interval=0.05
+    )
     at_kill = stored(server)
 
     second = publisher(server, events_file, tmp_path / "second.json")
