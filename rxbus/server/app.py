@@ -49,7 +49,7 @@ try:
     import socketio
     from aiohttp import web
 except ImportError:
-    require("socketio", "rxbus.server")  # raises the error naming the extra to install
+    require("serve", "rxbus.server")  # raises the error naming the extra to install
     raise
 
 __all__ = ["NotStored", "RxbusServer", "ServerConfig", "is_loopback"]

@@ -12,12 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from rxbus._extras import DISTRIBUTION, install_command
+from rxbus._extras import DIST_NAME, install_command
 from tests.integration.serve_process import ROOT, child_env
 
 pytestmark = pytest.mark.timeout(120)
 
-BLOCKED = ("socketio", "engineio", "aiohttp", "redis", "prometheus_client", "IPython")
+BLOCKED = (
+    "socketio", "engineio", "aiohttp", "redis", "prometheus_client", "IPython", "nats",
+    "opentelemetry",
+)  # fmt: skip
 
 SITECUSTOMIZE = f"""
 import sys
@@ -59,20 +62,25 @@ def test_the_blocker_works(core_only: dict[str, str]) -> None:
     assert done.returncode == 1 and "No module named 'socketio'" in done.stderr
 
 
+def test_the_distribution_name_is_not_the_import_name() -> None:
+    assert DIST_NAME == "rxbus-events"
+    assert install_command("redis") == "pip install 'rxbus-events[redis]'"
+
+
 def test_rxbus_serve_names_the_extra(core_only: dict[str, str]) -> None:
     done = run(core_only, "-m", "rxbus", "serve", "--port", "0", "--store", "none")
     [line] = done.stderr.splitlines()
     assert done.returncode == 2
     assert line == (
-        "rxbus serve: error: rxbus serve needs the 'socketio' extra (socketio is not installed): "
-        f"pip install '{DISTRIBUTION}[socketio]'"
+        "rxbus serve: error: rxbus serve needs the 'serve' extra (socketio is not installed): "
+        f"pip install '{DIST_NAME}[serve]'"
     )
 
 
 @pytest.mark.parametrize(
     ("code", "extra"),
     [
-        ("from rxbus.sinks import SocketIOSink; SocketIOSink('http://127.0.0.1:1')", "socketio"),
+        ("from rxbus.sinks import SocketIOSink; SocketIOSink('http://127.0.0.1:1')", "serve"),
         (
             "from rxbus.sinks import RedisStreamSink; RedisStreamSink('redis://127.0.0.1:1')",
             "redis",
@@ -82,7 +90,12 @@ def test_rxbus_serve_names_the_extra(core_only: dict[str, str]) -> None:
             "PrometheusExporter(EventBus(), start=False)",
             "prometheus",
         ),
-        ("import rxbus.server.app", "socketio"),
+        ("import rxbus.server.app", "serve"),
+        ("import rxbus.otel", "otel"),
+        (
+            "from rxbus.sources import nats_stream; nats_stream('nats://127.0.0.1:1', 's', 'd')",
+            "nats",
+        ),
         (
             "from rxbus import EventBus; from rxbus.sources import redis_stream; "
             "redis_stream('redis://127.0.0.1:1', 'events', group='g', consumer='c')",
