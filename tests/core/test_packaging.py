@@ -265,3 +265,18 @@ def test_make_demo_on_a_fresh_copy_is_quiet_lean_and_says_what_next(tmp_path: Pa
     assert len(listed) <= 15, listed
     assert any(d.startswith("rxbus-events==") for d in listed)
     assert not any(d.lower().startswith(("aiohttp", "redis", "ipython", "pytest")) for d in listed)
+
+
+def test_every_package_of_the_source_tree_is_listed_for_the_wheel() -> None:
+    """A new subpackage under rxbus/ must be in [tool.setuptools] packages, or the wheel lacks it."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    listed = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    found = {
+        ".".join(init.parent.relative_to(root).parts)
+        for init in (root / "rxbus").rglob("__init__.py")
+    }
+    assert found <= listed, f"not in pyproject packages: {sorted(found - listed)}"
