@@ -63,7 +63,8 @@ class SinkClosedError(RxbusError, RuntimeError):
 
 
 class PublishLoopError(RxbusError, RuntimeError):
-    """A consumer's publish went round busy consumers too many times: a publish loop."""
+    """An event went round busy consumers too many times (a consumer, or a ring of them, that
+    publishes to itself without end); it is dropped with this as its dead letter's error."""
 
 
 class PyeeError(RxbusError):

@@ -21,9 +21,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
 
 from rxbus.errors import InvalidTopicError
+
+# Not ``typing.TYPE_CHECKING``: ``rxbus publish`` in a shell hook must not pay for typing.
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # pragma: no cover
+    from typing import Any
 
 __all__ = [
     "MAX_SEGMENTS",

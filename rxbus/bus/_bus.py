@@ -37,15 +37,9 @@ from rxbus.bus._lifecycle import (
 from rxbus.bus._replay import ReplayStore, Seam, past
 from rxbus.bus._routing import Route, Router
 from rxbus.bus._stream import BusStream
-from rxbus.consumer import (
-    MAX_PUBLISH_DEPTH,
-    Consumer,
-    Mode,
-    delivery_depth,
-    make_consumer,
-)
+from rxbus.consumer import Consumer, Mode, make_consumer
 from rxbus.deadletter import DeadLetter
-from rxbus.errors import BusClosedError, PayloadError, PublishLoopError
+from rxbus.errors import BusClosedError, PayloadError
 from rxbus.event import STRICT_JSON, Event, json_size
 from rxbus.metrics import Counter, LatencyRecorder, MetricsRegistry
 from rxbus.policies import Overflow
@@ -181,8 +175,6 @@ class EventBus(abc.ObserverBase[Event]):
             PayloadError: for a payload that is not JSON-serialisable or exceeds
                 ``max_event_bytes``.
             BusClosedError: after :meth:`close`.
-            PublishLoopError: from inside a consumer whose publishes went round busy
-                consumers more than ``MAX_PUBLISH_DEPTH`` times (a publish loop).
         """
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
@@ -232,12 +224,6 @@ class EventBus(abc.ObserverBase[Event]):
         else:
             default_type(topic)  # type: ignore[arg-type] # raises InvalidTopicError naming it
             raise AssertionError("unreachable")  # pragma: no cover
-        if delivery_depth.value >= MAX_PUBLISH_DEPTH:
-            raise PublishLoopError(
-                f"publish to {event.topic!r} from a consumer went round busy consumers "
-                f"{MAX_PUBLISH_DEPTH} times: a consumer (or a ring of them) publishes to "
-                "itself without end"
-            )
         # The ring first: a replay that subscribes after this line finds the event in its ring
         # snapshot. The version read before the routes tells, after the pushes, whether a
         # consumer subscribed meanwhile: it then gets the event from this publisher, so a

@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
     if parts.scheme != "http" or not parts.hostname:
         raise CliError(f"--url must look like http://127.0.0.1:8765, got {url!r}")
     token = args.token if args.token is not None else os.environ.get("RXBUS_TOKEN")
-    sender = _Sender(url, token, Spool(args.spool or default_spool_dir()))
+    sender = _Sender(url, token, Spool.for_url(args.spool or default_spool_dir(), url))
 
     started = time.monotonic()
     try:
@@ -455,7 +455,10 @@ class _Sender:
         from rxbus.cli.publish import outcome, post
 
         if self.reached and self.spooled == 0 and self.spool.pending():
-            self.spool.drain(lambda lines: outcome(post(self.url, lines, self.token)), limit=5000)
+            self.spool.drain(
+                lambda lines: outcome(post(self.url, lines, self.token, deadline=_deadline())),
+                limit=5000,
+            )
         if self.spooled:
             print(
                 f"rxbus run: server at {self.url} unreachable; {self.spooled} event(s) spooled "
@@ -505,7 +508,7 @@ class _Sender:
         from rxbus.cli.publish import post
 
         lines = [line for _, line in events]
-        result = post(self.url, lines, self.token)
+        result = post(self.url, lines, self.token, deadline=_deadline())
         if result.status == 200:
             self.reached = True
             return
@@ -524,3 +527,11 @@ class _Sender:
                 self.error = err
             else:
                 self.spooled += 1
+
+
+POST_SECONDS = 5.0
+"""Longest one POST of build events may take, connect to last byte; then they are spooled."""
+
+
+def _deadline() -> float:
+    return time.monotonic() + POST_SECONDS

@@ -46,8 +46,9 @@ class _Depth(threading.local):
 
 delivery_depth = _Depth()
 """Per thread: a sync consumer handing its queued events over sets ``value`` to how many busy
-consumers the event went through. ``publish`` refuses past :data:`MAX_PUBLISH_DEPTH`, so a
-consumer that publishes to itself (or a ring of them) without end fails with a dead letter
-instead of holding its publisher for ever."""
+consumers the event went through. A busy consumer refuses an event past
+:data:`MAX_PUBLISH_DEPTH` (dropped, with a ``PublishLoopError`` dead letter), so a consumer that
+publishes to itself (or a ring of them) without end stops instead of holding its publisher for
+ever. Only the hand-over path reads it: a direct delivery pays nothing."""
 
 MAX_PUBLISH_DEPTH = 100

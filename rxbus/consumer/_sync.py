@@ -20,10 +20,10 @@ from collections.abc import Callable
 from typing import Any
 
 from rxbus.consumer._consumer import Call, Consumer, Mode
-from rxbus.consumer._host import delivery_depth
+from rxbus.consumer._host import MAX_PUBLISH_DEPTH, delivery_depth
 from rxbus.consumer._queue import OVERFLOWED
 from rxbus.deadletter import DeadLetter
-from rxbus.errors import BufferOverflowError, BusClosedError
+from rxbus.errors import BufferOverflowError, BusClosedError, PublishLoopError
 
 __all__ = ["SyncConsumer"]
 
@@ -41,38 +41,81 @@ class SyncConsumer(Consumer):
         self._ending: tuple[str, Exception | None] | None = None
         self._ended = False
         super().__init__(*args, **kwargs)
+        self._plain = self._inlet is None
         if self._async_sink:  # pragma: no cover - the bus gives async sinks mode "async"
             raise ValueError(f"sink {self.name!r} is an async def function: use mode='async'")
 
     def push(self, event: Any) -> None:
         lock = self._lock
         lock.acquire()
-        if not self._accepting:
-            self.received += 1
-            self.dropped += 1
-            lock.release()
-            self._refused(event)
-            return
-        self.received += 1
-        if self._emitting:
-            outcome, dropped = self._queue.put((event, delivery_depth.value + 1), False)
-            self.dropped += dropped
-            if outcome == OVERFLOWED:
-                self._accepting = False
-            lock.release()
-            if outcome == OVERFLOWED:
-                self._overflowed(event)
+        if self._emitting or not self._accepting:
+            self._hand_over(event)  # releases the lock
             return
         self._emitting = True
         self._owner = _get_ident()
+        self.received += 1
         lock.release()
         try:
-            self._deliver(event)
+            if self._plain:  # no chain: the sink itself, counted here (the publish hot path)
+                self._current = event
+                try:
+                    self._sink_on_next(event)
+                except Exception as err:
+                    self.failed += 1
+                    self._report(DeadLetter.capture(event, self.name, err))
+                else:
+                    self.delivered += 1
+                self._current = None
+                if self._retire_late:
+                    self._retire_late = False
+                    self.host.retire(self)
+            else:
+                self._deliver(event)
+            lock.acquire()
+            if not (self._queue.items or self._queue.calls or self._ending is not None):
+                self._emitting = False
+                lock.release()
+                return
+            lock.release()
             self._drain()
         except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains the rest
             with lock:
                 self._emitting = False
             raise
+
+    def _hand_over(self, event: Any) -> None:
+        """``push`` when the consumer is busy (or closed): queue the event for the thread
+        inside, or refuse it. Called with the lock held; releases it."""
+        lock = self._lock
+        self.received += 1
+        if not self._accepting:
+            self.dropped += 1
+            lock.release()
+            self._refused(event)
+            return
+        hops = delivery_depth.value + 1
+        if hops > MAX_PUBLISH_DEPTH:
+            self.dropped += 1
+            lock.release()
+            self._report(
+                DeadLetter.capture(
+                    event,
+                    self.name,
+                    PublishLoopError(
+                        f"consumer {self.name!r} was handed an event that went round busy consumers "
+                        f"{MAX_PUBLISH_DEPTH} times: a consumer (or a ring of them) publishes to "
+                        "itself without end; dropped"
+                    ),
+                )
+            )
+            return
+        outcome, dropped = self._queue.put((event, hops), False)
+        self.dropped += dropped
+        if outcome == OVERFLOWED:
+            self._accepting = False
+        lock.release()
+        if outcome == OVERFLOWED:
+            self._overflowed(event)
 
     def _post_call(self, fn: Callable[[], Any]) -> None:
         call = Call(fn)

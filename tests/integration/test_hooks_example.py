@@ -94,12 +94,12 @@ def test_lost_while_the_server_is_down_fixed(tmp_path: Path) -> None:
     assert seed.returncode != 0 and b"Error" in seed.stderr  # the seed's event is lost
     after = hook("hook.sh", {"tool": "rxbus"}, url, server.spool_dir)
     assert after.returncode == 0 and after.stderr == b""
-    assert Spool(server.spool_dir).pending() == 1
+    assert Spool.for_url(server.spool_dir, url).pending() == 1
     with server:
         wait_until(lambda: len(server.history("hook.**")) == 1, 20, "the spooled event")
         [event] = server.history("hook.**")
     assert event["data"] == {"tool": "rxbus"}
-    assert Spool(server.spool_dir).pending() == 0
+    assert Spool.for_url(server.spool_dir, url).pending() == 0
 
 
 def test_duplicates_from_two_paths_fixed(tmp_path: Path) -> None:
@@ -150,4 +150,4 @@ def test_a_stuck_server_does_not_block_the_hook(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{stuck.getsockname()[1]}"
         result = hook("hook.sh", {"tool": "Bash"}, url, tmp_path / "spool")
         assert result.returncode == 0 and result.stderr == b""
-        assert Spool(tmp_path / "spool").pending() == 1
+        assert Spool.for_url(tmp_path / "spool", url).pending() == 1

@@ -87,7 +87,7 @@ def test_start_output_done_to_a_real_server(tmp_path: Path) -> None:
     assert {e.correlation_id for e in events} == {start.id}
     in_order = [e.topic for e in sorted(events, key=lambda e: e.id)]
     assert in_order[0] == "build.start" and in_order[-1] == "build.done"
-    assert not Spool(server.spool_dir).pending()
+    assert not Spool.for_url(server.spool_dir, server.url).pending()
 
 
 def test_command_killed_by_a_signal(tmp_path: Path) -> None:
@@ -148,9 +148,11 @@ def test_signal_mid_run(tmp_path: Path, target: str, sig: signal.Signals) -> Non
 def test_server_down_spools_then_serve_delivers(tmp_path: Path) -> None:
     """With the server down every event is spooled; rxbus serve delivers them all at start-up."""
     spool = tmp_path / "serve" / "spool"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
     result = subprocess.run(
         run_cmd(
-            f"http://127.0.0.1:{free_port()}",
+            url,
             spool,
             sys.executable,
             "-c",
@@ -163,9 +165,9 @@ def test_server_down_spools_then_serve_delivers(tmp_path: Path) -> None:
     )
     assert result.returncode == 3
     assert b"spooled" in result.stderr
-    spooled = Spool(spool).pending()
+    spooled = Spool.for_url(spool, url).pending()
     assert spooled >= 4  # start, at least one batch per stream, done
-    with ServeProcess(tmp_path / "serve") as server:
+    with ServeProcess(tmp_path / "serve", port=port) as server:
         wait_until(lambda: len(server.history("build.**")) == spooled, 30, "the spooled events")
         events = [Event.from_dict(d) for d in server.history("build.**")]
     topics = by_topic(events)
@@ -177,7 +179,7 @@ def test_server_down_spools_then_serve_delivers(tmp_path: Path) -> None:
     ]
     assert lines_of(topics["build.output"], "stderr") == ["warning: unused x", "error: no main"]
     assert topics["build.done"][0].data["exit_code"] == 3
-    assert not Spool(spool).pending()
+    assert not Spool.for_url(spool, url).pending()
 
 
 def test_nowhere_to_put_events_still_runs_the_build(tmp_path: Path) -> None:
