@@ -12,7 +12,9 @@ __all__ = [
     "CircuitOpenError",
     "DeliveryError",
     "InvalidTopicError",
+    "ModelValidationError",
     "PayloadError",
+    "ReplyError",
     "RxbusError",
     "SinkClosedError",
     "StoreError",
@@ -33,6 +35,24 @@ class InvalidTopicError(RxbusError, ValueError):
 
 class PayloadError(RxbusError, ValueError):
     """An event field cannot be carried: not JSON-serialisable, of the wrong type, or too large."""
+
+
+class ModelValidationError(PayloadError):
+    """An event's ``data`` does not validate as the model a consumer asked for (``model=``).
+
+    Attributes:
+        model: the model class.
+        fields: the dotted paths of the fields that failed, in the validator's order.
+    """
+
+    def __init__(self, message: str, *, model: type, fields: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.model = model
+        self.fields = fields
+
+
+class ReplyError(RxbusError, LookupError):
+    """A reply reached no waiting request: a second reply, a late one, or an unknown id."""
 
 
 class BusClosedError(RxbusError, RuntimeError):
