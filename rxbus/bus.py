@@ -32,6 +32,7 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
+from rxbus.api import BusApi, prepare_subscription
 from rxbus.consumer import Consumer, Mode
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BusClosedError, PayloadError
@@ -45,6 +46,7 @@ from rxbus.topics import (
     validate_pattern,
     validate_topic,
 )
+from rxbus.typed import to_data
 
 __all__ = ["BusStream", "EventBus", "ReplayStore"]
 
@@ -132,7 +134,7 @@ class BusStream(Observable[Event]):
         return self.subscribe(observer, scheduler=scheduler)
 
 
-class EventBus:
+class EventBus(BusApi):
     """An in-process event bus: topics, isolated consumers, dead letters, metrics and replay.
 
     Args:
@@ -184,7 +186,7 @@ class EventBus:
     def publish(
         self,
         topic: str | Event,
-        data: dict[str, Any] | None = None,
+        data: dict[str, Any] | Any = None,
         *,
         type: str | None = None,
         source: str | None = None,
@@ -198,7 +200,8 @@ class EventBus:
 
         Args:
             topic: the topic, or a prebuilt :class:`Event` (then no other argument is allowed).
-            data: the payload, a dict of JSON values.
+            data: the payload, a dict of JSON values, or a pydantic v2 model, msgspec Struct or
+                dataclass instance (stored as its JSON-able dict).
             type: defaults to the topic's last segment.
             source, metadata, correlation_id: see :class:`Event`.
 
@@ -210,6 +213,8 @@ class EventBus:
         """
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
+        if data is not None and data.__class__ is not dict:
+            data = to_data(data)  # a pydantic model, msgspec Struct or dataclass
         if topic.__class__ is str:
             # validation and the default type in one cached lookup for topics seen before
             default = _topic_types_get(topic)
@@ -328,6 +333,9 @@ class EventBus:
         overflow: Overflow | str = Overflow.BLOCK,
         name: str | None = None,
         scheduler: abc.SchedulerBase | None = None,
+        once: bool = False,
+        weak: bool = False,
+        model: type | None = None,
     ) -> Consumer:
         """Subscribe ``sink`` to events matching ``topic``, through ``operators``.
 
@@ -343,6 +351,10 @@ class EventBus:
             name: unique name; defaults to the sink's name.
             scheduler: scheduler for time-based operators (default: one that keeps timers on the
                 consumer's thread or loop, serialised with its events).
+            once: deliver one event, then dispose.
+            weak: hold ``sink`` weakly; dispose once its object is garbage-collected.
+            model: hand the sink ``model`` instances validated from ``event.data``; an event
+                that does not validate is a dead letter naming the field.
 
         Returns:
             The :class:`Consumer`; ``dispose()`` it to unsubscribe.
@@ -360,13 +372,16 @@ class EventBus:
         """
         validate_pattern(topic)
         overflow = Overflow.parse(overflow)
+        target, operators, bind = prepare_subscription(
+            sink, operators, once=once, weak=weak, model=model
+        )
         with self._lock:
             if self._closed:
                 raise BusClosedError(f"bus {self.name!r} is closed; subscribe refused")
             unique = self._unique_name(name or _sink_name(sink))
             consumer = Consumer(
                 self,
-                sink,
+                target,
                 operators,
                 pattern=topic,
                 mode=mode,
@@ -381,6 +396,7 @@ class EventBus:
             self._members[unique] = consumer
             self._routes = {}
             self._version += 1  # after the routes: see publish
+        self._api_subscribed(consumer, bind)
         return consumer
 
     def _unique_name(self, base: str) -> str:
