@@ -7,7 +7,8 @@
 >>> _ = bus.publish("orders.placed", {"id": 1, "qty": 2})
 >>> [e.topic for e in rec.published]
 ['orders.placed']
->>> rec.assert_published("orders.*", data={"qty": 2}, count=1)
+>>> [e.data["id"] for e in rec.assert_published("orders.*", data={"qty": 2}, count=1)]
+[1]
 >>> _ = bus.close()
 """
 
