@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["EventStream"]
 
 _END = object()
+_DISPOSE_WAIT = 5.0
 
 
 class _Channel:
@@ -53,6 +54,7 @@ class _Channel:
         self.consumer: Consumer | None = None
         self.busy = False  # the sink is handing an event over (changes on the bus's loop)
         self.dispose_after = False
+        self.disposed: asyncio.Future[None] = loop.create_future()
 
     async def on_next(self, event: Event) -> None:
         """The consumer's sink, on the bus's loop: returns once the reader has the event."""
@@ -93,8 +95,15 @@ class _Channel:
             self.dispose()
 
     def dispose(self) -> None:
-        if self.consumer is not None:
-            self.consumer.dispose()
+        try:
+            if self.consumer is not None:
+                self.consumer.dispose()
+        finally:
+            self.call(self.mark_disposed, None)
+
+    def mark_disposed(self, _: Any) -> None:
+        if not self.disposed.done():
+            self.disposed.set_result(None)
 
     def on_completed(self) -> None:
         self.call(self.finish, _END)
@@ -219,14 +228,19 @@ class EventStream:
         self._channel.close(self._bus_loop)
 
     async def aclose(self) -> None:
-        """:meth:`close`, for ``contextlib.aclosing`` and symmetry with async generators."""
+        """:meth:`close`, then wait (up to 5 s) until the consumer is disposed, so its counts
+        are final and it has left ``metrics()``."""
         self.close()
+        try:
+            await asyncio.wait_for(asyncio.shield(self._channel.disposed), _DISPOSE_WAIT)
+        except TimeoutError:  # the bus's loop is stuck in a sink: it disposes when it can
+            pass
 
     async def __aenter__(self) -> EventStream:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         state = "closed" if self._channel.closed else "open"
