@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -156,3 +157,40 @@ def test_a_stream_across_loops() -> None:
 def test_stream_needs_a_running_loop() -> None:
     with EventBus() as bus, pytest.raises(RuntimeError, match="running asyncio loop"):
         bus.stream("e")
+
+
+def test_concurrent_publishers_every_event_counted_and_ordered_per_publisher() -> None:
+    """4 threads x 500 events into a queue of 16 that drops the oldest, read until the bus
+    closes: every event is delivered to the reader or counted as dropped, and each publisher's
+    events arrive in the order it published them."""
+    bus = EventBus()
+    threads_n, per_thread = 4, 500
+
+    def produce(t: int) -> None:
+        for i in range(per_thread):
+            bus.publish("e", {"t": t, "i": i})
+
+    async def main() -> tuple[list[Any], dict[str, int]]:
+        async with bus.stream("e", queue_size=16, overflow=Overflow.DROP_OLDEST) as events:
+            read: list[Any] = []
+
+            async def reader() -> None:
+                async for event in events:
+                    read.append(event.data)
+
+            task = asyncio.create_task(reader())
+            threads = [threading.Thread(target=produce, args=(t,)) for t in range(threads_n)]
+            for thread in threads:
+                thread.start()
+            await asyncio.to_thread(lambda: [thread.join() for thread in threads])
+            assert await asyncio.to_thread(bus.close) == []  # drains into the reader
+            await asyncio.wait_for(task, 10)
+        return read, events.consumer.stats.as_dict()
+
+    read, stats = asyncio.run(main())
+    assert stats["received"] == threads_n * per_thread
+    assert stats["delivered"] == len(read) and stats["failed"] == 0 and stats["queued"] == 0
+    assert stats["delivered"] + stats["dropped"] == threads_n * per_thread
+    for t in range(threads_n):
+        mine = [d["i"] for d in read if d["t"] == t]
+        assert mine == sorted(mine)
