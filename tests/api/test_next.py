@@ -8,7 +8,6 @@ import threading
 import pytest
 
 from rxbus import EventBus
-from tests.api.conftest import wait_until
 
 
 def test_next_returns_the_first_matching_event_published_after_the_call() -> None:
@@ -122,17 +121,27 @@ def test_bad_timeout_is_refused_naming_it(bad: object) -> None:
 
 
 def test_wait_for_blocks_a_thread_until_the_event() -> None:
-    """A blocked thread gets the event another thread publishes after it subscribed."""
+    """A producer thread publishes until told to stop; the blocked caller gets the first event
+    matching ``where`` published after it subscribed."""
     bus = EventBus()
-    got: list[object] = []
-    waiter = threading.Thread(target=lambda: got.append(bus.wait_for("job.*", timeout=5)))
-    waiter.start()
-    assert wait_until(lambda: "wait_for:job.*" in bus.metrics()["consumers"])
-    bus.publish("job.done", {"n": 1})
-    waiter.join(5)
-    assert [e.data for e in got] == [{"n": 1}]  # type: ignore[attr-defined]
+    stop = threading.Event()
+    published: list[int] = []
+
+    def produce() -> None:
+        level = 0
+        while not stop.is_set():
+            bus.publish("sensor.level", {"level": level})
+            published.append(level)
+            level += 1
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    event = bus.wait_for("sensor.level", where=lambda e: e.data["level"] % 7 == 6, timeout=5)
+    stop.set()
+    producer.join(5)
+    assert event.data["level"] % 7 == 6 and event.data["level"] in published
     assert bus.metrics()["consumers"] == {}
-    bus.close()
+    assert bus.close() == []
 
 
 def test_wait_for_times_out() -> None:
