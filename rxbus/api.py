@@ -441,6 +441,31 @@ def prepare_subscription(
     return wrapped, operators, wrapped.bind
 
 
+def _weak(target: Any, callback: Callable[[Any], None]) -> Callable[[], Any]:
+    """A weak reference to ``target`` that calls ``callback`` once it is collected.
+
+    A bound method is referenced through its object (``WeakMethod``; a builtin one such as
+    ``items.append`` through ``__self__`` too), since the bound method object itself is made
+    afresh at each attribute access and would die at once.
+
+    Raises:
+        TypeError: if the object cannot be weakly referenced.
+    """
+    if inspect.ismethod(target):
+        return weakref.WeakMethod(target, callback)
+    owner = getattr(target, "__self__", None)
+    if inspect.isbuiltin(target) and owner is not None and not inspect.ismodule(owner):
+        owner_ref = weakref.ref(owner, callback)
+        name = target.__name__
+
+        def bound() -> Any:
+            obj = owner_ref()
+            return None if obj is None else getattr(obj, name)
+
+        return bound
+    return weakref.ref(target, callback)
+
+
 def _no_bind(consumer: Consumer) -> None:
     return None
 
@@ -462,12 +487,13 @@ class _Sink:
         self._description = repr(target)[:80]
         if weak:
             callback = self._collected
-            ref: Callable[[], Any] = (
-                weakref.WeakMethod(target, callback)
-                if inspect.ismethod(target)
-                else weakref.ref(target, callback)
-            )
-            self._ref = ref
+            try:
+                self._ref = _weak(target, callback)
+            except TypeError:
+                raise TypeError(
+                    "weak=True needs a sink that can be weakly referenced (a function, a bound "
+                    f"method of a Python class, an observer object), got {self._description}"
+                ) from None
         else:
             self._ref = lambda: target
 
@@ -478,18 +504,18 @@ class _Sink:
         elif self._release_asked:  # its one event came before subscribe returned
             self._release_when_idle()
 
-    def _target(self, method: str) -> Any:
+    def _on_next(self) -> Callable[[Any], Any]:
+        """The real sink's ``on_next`` (or the sink itself, a plain callable)."""
         target = self._ref()
         if target is None:
             raise BusClosedError(
                 f"weak subscriber {self._description} was garbage-collected; not delivered"
             )
-        if method == "on_next" and not callable(getattr(target, "on_next", None)):
-            return target
-        return getattr(target, method, None)
+        on_next = getattr(target, "on_next", None)
+        return on_next if callable(on_next) else target
 
     def on_next(self, item: Any) -> None:
-        self._target("on_next")(item)
+        self._on_next()(item)
 
     def on_error(self, error: Exception) -> Any:
         target = self._ref()
@@ -554,7 +580,7 @@ class _AsyncSink(_Sink):
 
     async def on_next(self, item: Any) -> None:  # type: ignore[override]
         try:
-            await self._target("on_next")(item)
+            await self._on_next()(item)
         finally:
             if self._once and self._completed:
                 self._release_when_idle()

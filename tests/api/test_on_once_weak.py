@@ -208,3 +208,27 @@ def test_an_event_reaching_a_collected_weak_sink_is_a_dead_letter() -> None:
 def test_once_and_weak_must_be_booleans() -> None:
     with EventBus() as bus, pytest.raises(TypeError, match="once must be True or False, got 1"):
         bus.subscribe(print, once=1)  # type: ignore[arg-type]
+
+
+def test_weak_refuses_a_sink_that_cannot_be_weakly_referenced() -> None:
+    seen: list[Event] = []
+    with EventBus() as bus, pytest.raises(TypeError, match=r"weak=True needs a sink.*append"):
+        bus.subscribe(seen.append, weak=True)
+
+
+def test_weak_builtin_bound_method_follows_its_object() -> None:
+    """``log.append`` of a list subclass is referenced through ``log``, not the bound method
+    (made afresh at each access, it would die at once)."""
+
+    class Log(list):  # type: ignore[type-arg]
+        pass
+
+    with EventBus() as bus:
+        log = Log()
+        bus.subscribe(log.append, topic="x", weak=True, name="log")
+        bus.publish("x")
+        assert len(log) == 1 and "log" in bus.metrics()["consumers"]
+        del log
+        gc.collect()
+        join_weak_releases()
+        assert "log" not in bus.metrics()["consumers"]
