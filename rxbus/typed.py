@@ -106,13 +106,13 @@ def parser(model: type) -> Callable[[Any], Any]:
 
     def parse(item: Any) -> Any:
         data = getattr(item, "data", item)
-        where = f"event {item.id} on {item.topic!r}" if hasattr(item, "topic") else "data"
         problems = [("(root)", f"expected a dict, got {type(data).__name__}")]
         if isinstance(data, dict):
             try:
                 return validate(data)
             except _Invalid as err:
                 problems = err.problems
+        where = f"event {item.id} on {item.topic!r}" if hasattr(item, "topic") else "data"
         listed = "; ".join(f"field {f!r}: {m}" for f, m in problems[:_MAX_LISTED])
         more = f" (and {len(problems) - _MAX_LISTED} more)" if len(problems) > _MAX_LISTED else ""
         raise ModelValidationError(
@@ -186,22 +186,42 @@ def _dataclass_validator(model: type) -> Callable[[dict[str, Any]], Any]:
         hints = typing.get_type_hints(model)
     except Exception:  # an annotation that cannot be resolved: check names only
         hints = {}
-    plain = {n: t for n, t in hints.items() if n in names and isinstance(t, type)}
+    plain = {n: t for n, t in hints.items() if n in names and _plain_class(t)}
+
+    required_set = frozenset(required)
+    checks = tuple(plain.items())
 
     def validate(data: dict[str, Any]) -> Any:
+        keys = data.keys()
+        if (
+            keys <= names
+            and required_set <= keys
+            and all(_is_instance(data[n], cls) for n, cls in checks if n in data)
+        ):
+            return model(**data)
         problems = [(k, "unexpected field") for k in data if k not in names]
         problems += [(k, "missing required field") for k in required if k not in data]
-        for name, cls in plain.items():
+        for name, cls in checks:
             if name in data and not _is_instance(data[name], cls):
                 value = data[name]
                 problems.append(
                     (name, f"expected {cls.__name__}, got {type(value).__name__} {value!r:.40}")
                 )
-        if problems:
-            raise _Invalid(problems)
-        return model(**data)
+        raise _Invalid(problems)
 
     return validate
+
+
+def _plain_class(annotation: Any) -> bool:
+    """True for an annotation ``isinstance`` can check (``int``, ``str``, a class), not for
+    generics, unions or ``Any``."""
+    if not isinstance(annotation, type) or annotation is Any:
+        return False
+    try:
+        isinstance(None, annotation)
+    except TypeError:
+        return False
+    return True
 
 
 def _is_instance(value: Any, cls: type) -> bool:

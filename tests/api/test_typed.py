@@ -173,3 +173,18 @@ def test_malformed_payloads_are_counted_never_lost(payloads: list[dict[str, Any]
             assert s.received == len(payloads) == s.delivered + s.failed
             assert s.dead_lettered == s.failed
         assert bus.metrics()["dead_lettered"] == sum(c.stats.failed for c in consumers)
+
+
+def test_dataclass_generic_union_and_any_annotations_are_taken_as_they_come() -> None:
+    @dataclasses.dataclass
+    class Loose:
+        xs: list[int]
+        maybe: int | None = None
+        anything: Any = None
+
+    parse = parser(Loose)
+    assert parse({"xs": ["not", "ints"], "maybe": "x", "anything": 3}) == Loose(
+        ["not", "ints"], "x", 3
+    )
+    with pytest.raises(ModelValidationError, match="'xs': missing required field"):
+        parse({})
