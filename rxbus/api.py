@@ -39,13 +39,15 @@ if TYPE_CHECKING:
     from rxbus.consumer import Consumer
     from rxbus.streams import EventStream
 
-__all__ = ["REPLY_PREFIX", "BusApi", "prepare_subscription"]
+__all__ = ["RELEASE_THREAD", "REPLY_PREFIX", "BusApi", "prepare_subscription"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 REPLY_PREFIX = "reply"
 """Replies to a request on topic ``t`` are published on ``reply.t`` (a reserved namespace)."""
 _REPLIES_CONSUMER = "replies"
+RELEASE_THREAD = "rxbus-release"
+"""Name of the threads that dispose consumers whose sink or waiter was garbage-collected."""
 _FINISHED_REMEMBERED = 10_000  # correlation ids remembered to explain a late or second reply
 
 
@@ -123,7 +125,12 @@ class BusApi:
             _resolve(loop, future, event)
 
         consumer = self._first(pattern, where, deliver, f"next:{pattern}")
-        return self._await_first(consumer, future, pattern, timeout, deadline)
+        started: list[bool] = []
+        waiter = self._await_first(consumer, future, pattern, timeout, deadline, started)
+        # never awaited: its consumer goes when the coroutine is collected (once started, the
+        # coroutine's own finally disposes it)
+        weakref.finalize(waiter, _dispose_unstarted, consumer, started)
+        return waiter
 
     async def _await_first(
         self,
@@ -132,7 +139,9 @@ class BusApi:
         pattern: str,
         timeout: float | None,
         deadline: float | None,
+        started: list[bool],
     ) -> Event:
+        started.append(True)
         try:
             if deadline is None:
                 return await future
@@ -468,6 +477,17 @@ def _weak(target: Any, callback: Callable[[Any], None]) -> Callable[[], Any]:
     return weakref.ref(target, callback)
 
 
+def _dispose_soon(consumer: Consumer) -> None:
+    """Dispose ``consumer`` on a short-lived thread: called from a garbage collection, which
+    can run while this thread holds a lock the disposal needs."""
+    threading.Thread(target=consumer.dispose, name=RELEASE_THREAD, daemon=True).start()
+
+
+def _dispose_unstarted(consumer: Consumer, started: list[bool]) -> None:
+    if not started:
+        _dispose_soon(consumer)
+
+
 def _no_bind(consumer: Consumer) -> None:
     return None
 
@@ -580,11 +600,11 @@ class _Sink:
         self._consumer.dispose()
 
     def _collected(self, _ref: Any) -> None:
-        """The weakly held sink is gone: dispose the consumer, off the collector's thread
-        state (a collection can run while this thread holds a consumer's lock)."""
+        """The weakly held sink is gone: dispose the consumer."""
         if self._consumer is None or self._released:
             return
-        threading.Thread(target=self._release, name="rxbus-weak-release", daemon=True).start()
+        self._released = True
+        _dispose_soon(self._consumer)
 
 
 class _AsyncSink(_Sink):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 import pytest
 
 from rxbus import EventBus
+from tests.api.support import join_releases
 
 
 def test_next_returns_the_first_matching_event_published_after_the_call() -> None:
@@ -103,6 +105,20 @@ def test_cancelling_next_disposes_its_consumer() -> None:
             return bus.metrics()["consumers"]
 
     assert asyncio.run(main()) == {}
+
+
+def test_a_waiter_never_awaited_leaves_no_consumer_once_collected() -> None:
+    async def main() -> tuple[list[str], dict[str, object]]:
+        async with EventBus() as bus:
+            with pytest.warns(RuntimeWarning, match="never awaited"):
+                waiter = bus.next("x")
+                before = list(bus.metrics()["consumers"])
+                del waiter
+                gc.collect()
+            await asyncio.to_thread(join_releases)
+            return before, bus.metrics()["consumers"]
+
+    assert asyncio.run(main()) == (["next:x"], {})
 
 
 def test_next_needs_a_running_loop() -> None:

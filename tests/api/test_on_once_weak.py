@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
 from typing import Any
 
 import pytest
 
 from rxbus import Event, EventBus
+from tests.api.support import join_releases
 
 
 def test_on_registers_and_returns_the_function_unchanged() -> None:
@@ -124,13 +124,6 @@ def test_once_with_an_async_handler_in_a_burst_counts_every_event() -> None:
     assert (metrics["delivered"], metrics["dropped"], metrics["failed"]) == (1, 2, 0)
 
 
-def join_weak_releases() -> None:
-    """Wait for the threads that dispose collected weak subscribers (started by the collection)."""
-    for thread in threading.enumerate():
-        if thread.name == "rxbus-weak-release":
-            thread.join(5)
-
-
 class Listener:
     def __init__(self) -> None:
         self.seen: list[Event] = []
@@ -148,7 +141,7 @@ def test_weak_subscriber_is_disposed_once_collected() -> None:
         assert len(seen) == 1
         del listener
         gc.collect()
-        join_weak_releases()
+        join_releases()
         assert "weak" not in bus.metrics()["consumers"]
         bus.publish("x")
         assert len(seen) == 1
@@ -187,7 +180,7 @@ def test_weak_async_method() -> None:
             await asyncio.wait_for(handled.wait(), 5)
             del listener
             gc.collect()
-            await asyncio.to_thread(join_weak_releases)
+            await asyncio.to_thread(join_releases)
             return len(seen), "weak-async" not in bus.metrics()["consumers"]
 
     assert asyncio.run(main()) == (1, True)
@@ -230,5 +223,5 @@ def test_weak_builtin_bound_method_follows_its_object() -> None:
         assert len(log) == 1 and "log" in bus.metrics()["consumers"]
         del log
         gc.collect()
-        join_weak_releases()
+        join_releases()
         assert "log" not in bus.metrics()["consumers"]
