@@ -89,7 +89,9 @@ class BusApi:
 
     def _api_subscribed(self, consumer: Consumer, bind: Callable[[Consumer], None]) -> None:
         """Called by ``subscribe`` with each new consumer: remember its name, bind its wrapper."""
-        self._api().named[consumer.name] = consumer
+        state = self._api()
+        with state.lock:
+            state.named[consumer.name] = consumer
         bind(consumer)
 
     # -- await one event -------------------------------------------------------------------
@@ -267,12 +269,12 @@ class BusApi:
             KeyError: naming ``name`` and listing the known consumers.
         """
         state = self._api()
-        consumer = state.named.get(name)
-        if consumer is None:
+        with state.lock:
+            consumer = state.named.pop(name, None)
             known = sorted(state.named.keys())
+        if consumer is None:
             raise KeyError(f"no consumer named {name!r} on bus {self.name!r}; known: {known}")
         consumer.dispose()
-        state.named.pop(name, None)
 
     # -- request and reply -----------------------------------------------------------------
 

@@ -188,3 +188,29 @@ def test_dataclass_generic_union_and_any_annotations_are_taken_as_they_come() ->
     )
     with pytest.raises(ModelValidationError, match="'xs': missing required field"):
         parse({})
+
+
+def test_an_async_handler_gets_models_and_invalid_events_are_dead_letters() -> None:
+    import asyncio
+
+    async def main() -> tuple[list[Any], list[tuple[str, ...]]]:
+        async with EventBus() as bus:
+            got: list[Any] = []
+            both = asyncio.Event()
+
+            @bus.on("orders.*", model=MsgOrder, name="async-typed")
+            async def handle(order: MsgOrder) -> None:
+                got.append(order)
+                if len(got) == 2:
+                    both.set()
+
+            bus.publish("orders.placed", MsgOrder(id=1, qty=1, at=AT))
+            bus.publish("orders.placed", {"id": "x"})
+            bus.publish("orders.placed", MsgOrder(id=2, qty=1, at=AT))
+            await asyncio.wait_for(both.wait(), 5)
+            fields = [d.error.fields for d in bus.recent_dead_letters()]  # type: ignore[attr-defined]
+            return got, fields
+
+    got, fields = asyncio.run(main())
+    assert [o.id for o in got] == [1, 2]
+    assert fields == [("id",)]
