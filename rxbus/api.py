@@ -55,7 +55,7 @@ class _ApiState:
     """What the mixin keeps per bus: named consumers and the requests awaiting a reply."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # subscribe re-enters it while the router is created
         self.named: weakref.WeakValueDictionary[str, Consumer] = weakref.WeakValueDictionary()
         self.pending: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Future[Event]]] = {}
         self.finished: OrderedDict[str, str] = OrderedDict()
@@ -305,7 +305,7 @@ class BusApi:
         correlation_id = uuid.uuid4().hex
         with state.lock:
             state.pending[correlation_id] = (loop, future)
-        outcome = "cancelled"
+        outcome = "was cancelled"
         try:
             self.publish(
                 topic,
