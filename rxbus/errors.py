@@ -13,9 +13,11 @@ __all__ = [
     "DeliveryError",
     "InvalidTopicError",
     "MissingExtraError",
+    "ModelValidationError",
     "PayloadError",
     "PublishLoopError",
     "PyeeError",
+    "ReplyError",
     "RxbusError",
     "SinkClosedError",
     "StoreError",
@@ -36,6 +38,24 @@ class InvalidTopicError(RxbusError, ValueError):
 
 class PayloadError(RxbusError, ValueError):
     """An event field cannot be carried: not JSON-serialisable, of the wrong type, or too large."""
+
+
+class ModelValidationError(PayloadError):
+    """An event's ``data`` does not validate as the model a consumer asked for (``model=``).
+
+    Attributes:
+        model: the model class.
+        fields: the dotted paths of the fields that failed, in the validator's order.
+    """
+
+    def __init__(self, message: str, *, model: type, fields: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.model = model
+        self.fields = fields
+
+
+class ReplyError(RxbusError, LookupError):
+    """A reply reached no waiting request: a second reply, a late one, or an unknown id."""
 
 
 class BusClosedError(RxbusError, RuntimeError):

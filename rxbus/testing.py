@@ -18,6 +18,10 @@ repeatable; otherwise they are seconds since recording started::
     ([0, 1, 2], [10.0, 20.0, 30.0], True)
 
 ``rxbus.viz.marbles(rec)`` draws the recording.
+
+:class:`Recorder` keeps every event a bus publishes, for ``assert_published``; the pytest plugin
+(``rxbus.pytest_plugin``, registered by entry point) gives tests a ``bus`` fixture that fails
+the test on an unexpected dead letter.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from typing import Any, Literal
 
 from reactivex import Observable, abc
 
-__all__ = ["Lane", "Notification", "Recording", "record"]
+from rxbus.recorder import Recorder
+
+__all__ = ["Lane", "Notification", "Recorder", "Recording", "record"]
 
 Kind = Literal["next", "error", "completed"]
 

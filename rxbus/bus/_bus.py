@@ -27,6 +27,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from rxbus._log import logger
+from rxbus.api import BusApi, prepare_subscription
 from rxbus.bus._lifecycle import (
     cancel_then_stop,
     exit_guard,
@@ -44,6 +45,7 @@ from rxbus.event import STRICT_JSON, Event, json_size
 from rxbus.metrics import Counter, LatencyRecorder, MetricsRegistry
 from rxbus.policies import Overflow
 from rxbus.topics import compile_pattern, default_type, known_topic_type, validate_pattern
+from rxbus.typed import to_data
 
 __all__ = ["EventBus"]
 
@@ -85,7 +87,7 @@ class _Host:
         self._bus._retire(consumer)
 
 
-class EventBus(abc.ObserverBase[Event]):
+class EventBus(BusApi, abc.ObserverBase[Event]):
     """An in-process event bus: topics, isolated consumers, dead letters, metrics and replay.
 
     The bus is an Rx Observer: ``observable.subscribe(bus)`` publishes what the observable
@@ -150,7 +152,7 @@ class EventBus(abc.ObserverBase[Event]):
     def publish(
         self,
         topic: str | Event,
-        data: dict[str, Any] | None = None,
+        data: dict[str, Any] | Any = None,
         *,
         type: str | None = None,
         source: str | None = None,
@@ -166,7 +168,8 @@ class EventBus(abc.ObserverBase[Event]):
 
         Args:
             topic: the topic, or a prebuilt :class:`Event` (then no other argument is allowed).
-            data: the payload, a dict of JSON values.
+            data: the payload, a dict of JSON values, or a pydantic v2 model, msgspec Struct or
+                dataclass instance (stored as its JSON-able dict).
             type: defaults to the topic's last segment.
             source, metadata, correlation_id: see :class:`Event`.
 
@@ -178,6 +181,8 @@ class EventBus(abc.ObserverBase[Event]):
         """
         if self._closed:
             raise BusClosedError(f"bus {self.name!r} is closed; publish refused")
+        if data is not None and data.__class__ is not dict:
+            data = to_data(data)  # a pydantic model, msgspec Struct or dataclass
         if topic.__class__ is str:
             # validation and the default type in one cached lookup for topics seen before
             default = known_topic_type(topic)  # type: ignore[arg-type]
@@ -295,6 +300,9 @@ class EventBus(abc.ObserverBase[Event]):
         overflow: Overflow | str = Overflow.BLOCK,
         name: str | None = None,
         scheduler: abc.SchedulerBase | None = None,
+        once: bool = False,
+        weak: bool = False,
+        model: type | None = None,
     ) -> Consumer:
         """Subscribe ``sink`` to events matching ``topic``, through ``operators``.
 
@@ -314,6 +322,10 @@ class EventBus(abc.ObserverBase[Event]):
             name: unique name; defaults to the sink's name.
             scheduler: scheduler for time-based operators (default: one timer thread for the
                 process); its actions always run serialised with the consumer's events.
+            once: deliver one event, then dispose.
+            weak: hold ``sink`` weakly; dispose once its object is garbage-collected.
+            model: hand the sink ``model`` instances validated from ``event.data``; an event
+                that does not validate is a dead letter naming the field.
 
         Returns:
             The :class:`Consumer`; ``dispose()`` it to unsubscribe.
@@ -331,13 +343,16 @@ class EventBus(abc.ObserverBase[Event]):
         """
         validate_pattern(topic)
         overflow = Overflow.parse(overflow)
+        target, operators, bind = prepare_subscription(
+            sink, operators, once=once, weak=weak, model=model
+        )
         with self._lock:
             if self._closed:
                 raise BusClosedError(f"bus {self.name!r} is closed; subscribe refused")
             unique = self._unique_name(name or _sink_name(sink))
             consumer = make_consumer(
                 self._host,
-                sink,
+                target,
                 operators,
                 mode=mode,
                 pattern=topic,
@@ -349,6 +364,7 @@ class EventBus(abc.ObserverBase[Event]):
             self._members[unique] = consumer
             if not consumer.finished:
                 self._router.add(consumer)
+        self._api_subscribed(consumer, bind)
         return consumer
 
     def _unique_name(self, base: str) -> str:

@@ -1,0 +1,1 @@
+"""Tests of the async, typed and test-kit API (issue 13)."""
