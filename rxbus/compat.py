@@ -75,6 +75,10 @@ class EventEmitter:
         # The Python objects of emits in flight, by event id: the event itself carries JSON.
         self._calls: dict[str, tuple[tuple[Any, ...], dict[str, Any]]] = {}
         self._raised: dict[str, BaseException] = {}
+        # An emit from inside a listener runs its listeners at once, as pyee does; the bus still
+        # gets the event, and the consumer skips it when it comes round.
+        self._inside = threading.local()
+        self._skip: set[str] = set()
         self.consumer: Consumer = bus.subscribe(
             self._dispatch, topic=f"{prefix}.**", name=f"pyee-{prefix}"
         )
@@ -180,6 +184,8 @@ class EventEmitter:
         """
         message = self._event(event, args, kwargs)
         key = message.id
+        if getattr(self._inside, "depth", 0):
+            return self._emit_nested(event, message, args, kwargs)
         self._calls[key] = (args, kwargs)
         try:
             try:
@@ -196,6 +202,29 @@ class EventEmitter:
             self._emit_handle_potential_error(event, args[0] if args else None)
         return handled
 
+    def _emit_nested(
+        self, name: Any, message: Event, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> bool:
+        """``emit`` from inside a listener: the bus consumer is busy with the outer event (it
+        would get this one after), so the listeners run here and now, as in pyee."""
+        self._skip.add(message.id)
+        try:
+            try:
+                self.bus.publish(message)
+            except PayloadError:
+                self.bus.publish(message.evolve(data={"omitted_bytes": message.payload_size}))
+        except BaseException:
+            self._skip.discard(message.id)
+            raise
+        with self._lock:
+            funcs = list(self._events.get(name, OrderedDict()).values())
+        if not funcs:
+            self._emit_handle_potential_error(name, args[0] if args else None)
+            return False
+        for f in funcs:
+            self._emit_run(f, args, kwargs)
+        return True
+
     def _event(self, name: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Event:
         topic = self._topics.get(name)
         if topic is None:
@@ -208,6 +237,17 @@ class EventEmitter:
 
     def _dispatch(self, event: Event) -> None:
         """The consumer's sink: call the listeners of ``event.type`` in order."""
+        if event.id in self._skip:  # its listeners ran in the emit that published it
+            self._skip.discard(event.id)
+            return
+        inside = self._inside
+        inside.depth = getattr(inside, "depth", 0) + 1
+        try:
+            self._dispatch_call(event)
+        finally:
+            inside.depth -= 1
+
+    def _dispatch_call(self, event: Event) -> None:
         call = self._calls.pop(event.id, None)
         if call is None:  # published by someone else: arguments from the event's data
             name: Any = event.type
