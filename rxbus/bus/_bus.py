@@ -125,6 +125,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         self._closed = False
         self._lock = threading.RLock()  # guards subscriptions, route resolution and close
         self._router = Router(self._lock)
+        self._routes_get = self._router.routes.get
         self._host = _Host(self)
         self._members: dict[str, Consumer] = {}  # not yet retired: in metrics, drained on close
         self._ring: deque[Event] = deque(maxlen=history or 1)
@@ -223,7 +224,10 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
             event = topic
             if data is not None or type or source or metadata or correlation_id:
                 raise TypeError("publish(event) takes no other arguments; use event.evolve()")
-            size = event.payload_size
+            try:
+                size = event._size
+            except AttributeError:  # a path that left the size to be measured when read
+                size = event.payload_size
             if size > self.max_event_bytes:
                 self._too_large(size)
         else:
@@ -236,7 +240,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         router = self._router
         version = router.version
         self._ring_append(event)
-        route = router.routes.get(event.topic)
+        route = self._routes_get(event.topic)
         if route is None:
             route = router.resolve(event.topic)
         if route.increment() & _LATENCY_SAMPLE_MASK:

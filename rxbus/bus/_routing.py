@@ -40,8 +40,8 @@ class Route:
 class Router:
     """Subscribed consumers, their patterns in a trie, and the per-topic route cache.
 
-    ``routes`` and ``version`` are read without the lock on the publish path; everything that
-    changes them holds ``lock``.
+    ``routes`` (one dict for the router's life, cleared in place) and ``version`` are read
+    without the lock on the publish path; everything that changes them holds ``lock``.
     """
 
     def __init__(self, lock: threading.RLock) -> None:
@@ -60,7 +60,7 @@ class Router:
             consumer.subscriber_thread = threading.get_ident()
             self._trie.add(consumer.pattern, consumer)
             self.consumers = (*self.consumers, consumer)
-            self.routes = {}
+            self.routes.clear()
             self.version += 1  # after the routes: see EventBus.publish
 
     def remove(self, consumer: Consumer) -> None:
@@ -68,7 +68,7 @@ class Router:
             if consumer in self.consumers:
                 self.consumers = tuple(c for c in self.consumers if c is not consumer)
                 self._trie.remove(consumer.pattern, consumer)
-                self.routes = {}
+                self.routes.clear()
                 self.version += 1
 
     def resolve(self, topic: str) -> Route:
@@ -86,7 +86,7 @@ class Router:
             matched = sorted(self._trie.match(topic), key=_by_seq)
             route = Route(tuple(matched), counter)
             if len(self.routes) >= ROUTE_CACHE_LIMIT:
-                self.routes = {}
+                self.routes.clear()
             self.routes[topic] = route
             return route
 

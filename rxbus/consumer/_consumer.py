@@ -436,10 +436,16 @@ class Consumer(abc.DisposableBase):
         self._subscription = None
         if sub is not None:
             sub.dispose()
-        if self._current is not None and self.runs_here():
-            self._retire_late = True  # its sink is handling an event: fold it in once counted
-        else:
+        if not self._retire_when_left():
             self.host.retire(self)
+
+    def _retire_when_left(self) -> bool:
+        """Disposed from its own sink while it handles an event: fold the consumer into the bus
+        totals once that event is counted (True), rather than now."""
+        if self._current is not None and self.runs_here():
+            self._retire_late = True
+            return True
+        return False
 
     def _stop(self) -> None:
         """Disposal, mode by mode: stop delivering without completing the sink."""

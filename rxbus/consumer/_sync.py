@@ -21,7 +21,7 @@ from typing import Any
 
 from rxbus.consumer._consumer import Call, Consumer, Mode
 from rxbus.consumer._host import MAX_PUBLISH_DEPTH, delivery_depth
-from rxbus.consumer._queue import OVERFLOWED
+from rxbus.consumer._queue import ACCEPTED, OVERFLOWED
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BufferOverflowError, BusClosedError, PublishLoopError
 
@@ -37,11 +37,14 @@ class SyncConsumer(Consumer):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._emitting = False
+        self._pending = False  # something for the emitter to do before it leaves
         self._owner = 0  # thread id of the emitter
         self._ending: tuple[str, Exception | None] | None = None
         self._ended = False
         super().__init__(*args, **kwargs)
-        self._plain = self._inlet is None
+        self._deliver_one = self._deliver if self._inlet is not None else self._deliver_plain
+        if self._inlet is None:
+            self.push = self._push_plain  # type: ignore[method-assign]
         if self._async_sink:  # pragma: no cover - the bus gives async sinks mode "async"
             raise ValueError(f"sink {self.name!r} is an async def function: use mode='async'")
 
@@ -56,32 +59,60 @@ class SyncConsumer(Consumer):
         self.received += 1
         lock.release()
         try:
-            if self._plain:  # no chain: the sink itself, counted here (the publish hot path)
-                self._current = event
-                try:
-                    self._sink_on_next(event)
-                except Exception as err:
-                    self.failed += 1
-                    self._report(DeadLetter.capture(event, self.name, err))
-                else:
-                    self.delivered += 1
-                self._current = None
-                if self._retire_late:
-                    self._retire_late = False
-                    self.host.retire(self)
-            else:
-                self._deliver(event)
+            self._deliver_one(event)
             lock.acquire()
-            if not (self._queue.items or self._queue.calls or self._ending is not None):
+            if self._pending:
+                lock.release()
+                self._drain()
+            else:
                 self._emitting = False
                 lock.release()
-                return
-            lock.release()
-            self._drain()
         except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains the rest
             with lock:
                 self._emitting = False
             raise
+
+    def _push_plain(self, event: Any) -> None:
+        """``push`` for a sink without operators, with the delivery inlined: the publish hot
+        path (a Python call costs more than everything else here)."""
+        lock = self._lock
+        lock.acquire()
+        if self._emitting or not self._accepting:
+            self._hand_over(event)  # releases the lock
+            return
+        self._emitting = True
+        self._owner = _get_ident()
+        self.received += 1
+        lock.release()
+        try:
+            try:
+                self._sink_on_next(event)
+            except Exception as err:
+                self.failed += 1
+                self._report(DeadLetter.capture(event, self.name, err))
+            else:
+                self.delivered += 1
+            lock.acquire()
+            if self._pending:
+                lock.release()
+                self._drain()
+            else:
+                self._emitting = False
+                lock.release()
+        except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains the rest
+            with lock:
+                self._emitting = False
+            raise
+
+    def _deliver_plain(self, event: Any) -> None:
+        """``_deliver`` for a sink without operators: the publish hot path, kept short."""
+        try:
+            self._sink_on_next(event)
+        except Exception as err:
+            self.failed += 1
+            self._report(DeadLetter.capture(event, self.name, err))
+        else:
+            self.delivered += 1
 
     def _hand_over(self, event: Any) -> None:
         """``push`` when the consumer is busy (or closed): queue the event for the thread
@@ -97,22 +128,19 @@ class SyncConsumer(Consumer):
         if hops > MAX_PUBLISH_DEPTH:
             self.dropped += 1
             lock.release()
-            self._report(
-                DeadLetter.capture(
-                    event,
-                    self.name,
-                    PublishLoopError(
-                        f"consumer {self.name!r} was handed an event that went round busy consumers "
-                        f"{MAX_PUBLISH_DEPTH} times: a consumer (or a ring of them) publishes to "
-                        "itself without end; dropped"
-                    ),
-                )
+            err = PublishLoopError(
+                f"consumer {self.name!r} was handed an event that went round busy consumers "
+                f"{MAX_PUBLISH_DEPTH} times: a consumer (or a ring of them) publishes to itself "
+                "without end; dropped"
             )
+            self._report(DeadLetter.capture(event, self.name, err))
             return
         outcome, dropped = self._queue.put((event, hops), False)
         self.dropped += dropped
         if outcome == OVERFLOWED:
             self._accepting = False
+        elif outcome == ACCEPTED:
+            self._pending = True
         lock.release()
         if outcome == OVERFLOWED:
             self._overflowed(event)
@@ -121,50 +149,53 @@ class SyncConsumer(Consumer):
         call = Call(fn)
         lock = self._lock
         lock.acquire()
+        self._queue.calls.append((call, delivery_depth.value))
         if self._emitting:
-            self._queue.calls.append((call, delivery_depth.value))
+            self._pending = True
             lock.release()
             return
         self._emitting = True
         self._owner = _get_ident()
         lock.release()
-        try:
-            self._run_call(call)
-            self._drain()
-        except BaseException:  # pragma: no cover - as in push
-            with lock:
-                self._emitting = False
-            raise
+        self._drain()
 
     def _drain(self) -> None:
-        """Deliver what other threads handed over while this one was inside, then leave."""
+        """Deliver what was handed over while this thread was inside, then leave."""
         lock = self._lock
         take = self._queue.take
         depth = delivery_depth
-        while True:
-            lock.acquire()
-            item, control = take()
-            if item is None:
-                ending = self._ending
-                if ending is None or self._ended:
-                    self._emitting = False
+        try:
+            while True:
+                lock.acquire()
+                item, control = take()
+                if item is None:
+                    ending = self._ending
+                    if ending is not None and not self._ended:
+                        self._ended = True
+                        lock.release()
+                        self._run_ending(ending)
+                        continue
+                    self._emitting = self._pending = False
+                    retire, self._retire_late = self._retire_late, False
                     lock.release()
+                    if retire:
+                        self.host.retire(self)
                     return
-                self._ended = True
                 lock.release()
-                self._run_ending(ending)
-                continue
-            lock.release()
-            value, hops = item
-            saved = depth.value
-            depth.value = hops
-            try:
-                if control:
-                    self._run_call(value)
-                else:
-                    self._deliver(value)
-            finally:
-                depth.value = saved
+                value, hops = item
+                saved = depth.value
+                depth.value = hops
+                try:
+                    if control:
+                        self._run_call(value)
+                    else:
+                        self._deliver_one(value)
+                finally:
+                    depth.value = saved
+        except BaseException:  # as in push
+            with lock:
+                self._emitting = False
+            raise
 
     def _run_ending(self, ending: tuple[str, Exception | None]) -> None:
         kind, err = ending
@@ -183,6 +214,7 @@ class SyncConsumer(Consumer):
             if self._ending is None:
                 self._ending = ending
             if self._emitting:
+                self._pending = True
                 return
             self._emitting = True
             self._owner = _get_ident()
@@ -207,6 +239,13 @@ class SyncConsumer(Consumer):
 
     def runs_here(self) -> bool:
         return self._emitting and self._owner == _get_ident()
+
+    def _retire_when_left(self) -> bool:
+        if not self.runs_here():
+            return False
+        with self._lock:
+            self._retire_late = self._pending = True
+        return True
 
     def _stop(self) -> None:
         self._abandon(BusClosedError(f"consumer {self.name!r} was disposed"))
