@@ -64,6 +64,7 @@ _BATCH = 1000  # most events in one "events" message to a page
 _STATS_INTERVAL = 1.0  # seconds between "stats" messages to pages
 _DEAD_QUEUE = 1000  # dead letters waiting to be broadcast; more are counted, not queued
 _PAGE = 100  # events read per step of GET /events
+MAX_CLIENT_PATTERNS = 64  # patterns one Socket.IO client may hold at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -778,6 +779,16 @@ class RxbusServer:
             return {"ok": False, "error": str(err)}
         if last_id is not None and not isinstance(last_id, str):
             return {"ok": False, "error": f"last_id must be a string or null, got {last_id!r:.60}"}
+        if last_id is not None and len(last_id) > MAX_ID_CHARS:
+            return {
+                "ok": False,
+                "error": f"last_id is {len(last_id)} characters; at most {MAX_ID_CHARS}",
+            }
+        if pattern not in client.patterns and len(client.patterns) >= MAX_CLIENT_PATTERNS:
+            return {
+                "ok": False,
+                "error": f"a client subscribes to at most {MAX_CLIENT_PATTERNS} patterns at once",
+            }
         if not isinstance(history, int) or not 0 <= history <= _MAX_MISSED:
             return {"ok": False, "error": f"history must be 0..{_MAX_MISSED}, got {history!r:.60}"}
         for name, flag in (("batch", batch), ("replace", replace)):

@@ -210,3 +210,34 @@ def test_a_store_that_does_not_confirm_gets_no_acknowledgement(tmp_path: Path) -
         store.close()
 
     run(main())
+
+
+def test_subscribe_bounds_what_a_client_sends() -> None:
+    """A huge last_id and an endless list of patterns are refused with a reason, and the
+    client's earlier subscriptions keep working."""
+    from rxbus.server.app import MAX_CLIENT_PATTERNS
+    from rxbus.server.ingest import MAX_ID_CHARS
+
+    async def main() -> None:
+        server = RxbusServer(ServerConfig(port=0, store=None))
+        await server.start()
+        try:
+            client = socketio.AsyncClient(reconnection=False)
+            await client.connect(server.url)
+            ack = await client.call(
+                "subscribe", {"pattern": "a.b", "last_id": "x" * 100_000}, timeout=10
+            )
+            assert ack == {
+                "ok": False,
+                "error": f"last_id is 100000 characters; at most {MAX_ID_CHARS}",
+            }
+            for k in range(MAX_CLIENT_PATTERNS):
+                assert (await client.call("subscribe", {"pattern": f"p.n{k}"}))["ok"]
+            ack = await client.call("subscribe", {"pattern": "p.one-more"})
+            assert ack["ok"] is False and "at most 64 patterns" in ack["error"]
+            assert (await client.call("subscribe", {"pattern": "p.n0"}))["ok"]  # held already
+            await client.disconnect()
+        finally:
+            await server.stop()
+
+    run(main())
