@@ -17,7 +17,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import reactivex as rx
 from reactivex import Observable, abc
 from reactivex import operators as ops
 from reactivex.disposable import Disposable
@@ -497,6 +496,7 @@ class TestReplay:
 class TestRouteCache:
     def test_routing_stays_right_past_the_route_cache_limit(self, bus: EventBus) -> None:
         """Publishing to more distinct topics than the route cache holds still reaches everyone."""
+        # the limits are constants of the routing module; the test is sized from them
         from rxbus.bus._routing import OTHER_TOPICS, ROUTE_CACHE_LIMIT, TOPIC_METRICS_LIMIT
 
         count = [0]
@@ -665,9 +665,10 @@ def test_an_event_refused_after_disposal_is_counted_in_the_bus_totals(bus: Event
     assert bus.metrics()["dropped"] == 1
 
 
-def test_publishing_after_close_is_refused(bus: EventBus) -> None:
-    """Sanity for the section above: publish after close raises BusClosedError."""
+def test_publishing_and_subscribing_after_close_are_refused(bus: EventBus) -> None:
+    """After close, publish and subscribe raise BusClosedError naming the bus."""
     bus.close()
-    with pytest.raises(BusClosedError, match="closed; publish refused"):
+    with pytest.raises(BusClosedError, match="bus 'test' is closed; publish refused"):
         bus.publish("a")
-    assert rx is not None
+    with pytest.raises(BusClosedError, match="bus 'test' is closed; subscribe refused"):
+        bus.subscribe(print)
