@@ -86,6 +86,9 @@ class _Host:
     def retire(self, consumer: Consumer) -> None:
         self._bus._retire(consumer)
 
+    def count_retired(self, received: int, dropped: int) -> None:
+        self._bus._count_retired(received, dropped)
+
 
 class EventBus(BusApi, abc.ObserverBase[Event]):
     """An in-process event bus: topics, isolated consumers, dead letters, metrics and replay.
@@ -127,7 +130,9 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         self._router = Router(self._lock)
         self._routes_get = self._router.routes.get
         self._host = _Host(self)
-        self._members: dict[str, Consumer] = {}  # not yet retired: in metrics, drained on close
+        self._members: dict[
+            str, Consumer | None
+        ] = {}  # not yet retired: in metrics, drained on close
         self._ring: deque[Event] = deque(maxlen=history or 1)
         self._ring_append: Callable[[Event], None] = self._ring.append if history else _discard
         self._history = history
@@ -230,6 +235,15 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 size = event.payload_size
             if size > self.max_event_bytes:
                 self._too_large(size)
+        elif isinstance(topic, str):  # a str subclass (a StrEnum member): its plain value
+            return self.publish(
+                str(topic),
+                data,
+                type=type,
+                source=source,
+                metadata=metadata,
+                correlation_id=correlation_id,
+            )
         else:
             default_type(topic)  # type: ignore[arg-type] # raises InvalidTopicError naming it
             raise AssertionError("unreachable")  # pragma: no cover
@@ -354,6 +368,10 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
             if self._closed:
                 raise BusClosedError(f"bus {self.name!r} is closed; subscribe refused")
             unique = self._unique_name(name or _sink_name(sink))
+            self._members[unique] = None  # the name is taken while the consumer is built
+        # Built outside the lock: a chain may complete on the bus loop while it is built, and
+        # that completion detaches the consumer, which takes the lock.
+        try:
             consumer = make_consumer(
                 self._host,
                 target,
@@ -365,6 +383,11 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 name=unique,
                 scheduler=scheduler,
             )
+        except BaseException:
+            with self._lock:
+                del self._members[unique]
+            raise
+        with self._lock:
             self._members[unique] = consumer
             if not consumer.finished:
                 self._router.add(consumer)
@@ -387,6 +410,13 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 for key, value in consumer.stats.as_dict().items():
                     if key in self._retired:
                         self._retired[key] += value
+                consumer.retired = True
+
+    def _count_retired(self, received: int, dropped: int) -> None:
+        """An event refused by a consumer already folded into the totals: count it there too."""
+        with self._lock:
+            self._retired["received"] += received
+            self._retired["dropped"] += dropped
 
     @property
     def events(self) -> Observable[Event]:
@@ -504,7 +534,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         may still hold some that are neither in the store nor, past ``history``, in the ring)."""
         deadline = time.monotonic() + timeout
         for c in list(self._members.values()):
-            if c.sink is not store or c.runs_here():
+            if c is None or c.sink is not store or c.runs_here():
                 continue
             target = c.received
             while c.processed < target and not c.done and time.monotonic() < deadline:
@@ -523,7 +553,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         topics = {t: {"published": n} for t, n in self._router.counts().items()}
         consumers: dict[str, Any] = {}
         totals = dict(self._retired)
-        for c in list(self._members.values()):
+        for c in [c for c in list(self._members.values()) if c is not None]:
             stats = c.stats.as_dict()
             for key in totals:
                 totals[key] += stats[key]
@@ -597,7 +627,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 wait = True
             else:
                 wait = False
-                consumers = tuple(self._members.values())
+                consumers = tuple(c for c in self._members.values() if c is not None)
                 if (
                     self._loop is not None
                     and self._owned_loop is None
@@ -632,7 +662,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         with self._lock:
             wait = self._closed
             self._closed = True
-            consumers = tuple(self._members.values())
+            consumers = tuple(c for c in self._members.values() if c is not None)
         if wait:
             deadline = time.monotonic() + timeout
             while not self._close_done.is_set() and time.monotonic() < deadline:

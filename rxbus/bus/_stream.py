@@ -16,7 +16,11 @@ from rxbus.event import Event
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.bus._bus import EventBus
 
-__all__ = ["BusStream"]
+__all__ = ["START_ATTEMPTS", "BusStream"]
+
+START_ATTEMPTS = 3
+"""Failures in a row, with no item between, after which a piped stream gives up: it ends with
+the error (dead-lettered too) instead of subscribing again for ever."""
 
 
 class BusStream(Observable[Event]):
@@ -86,10 +90,30 @@ class _Guard(abc.ObserverBase[Any]):
         self._lock = threading.Lock()
         self._subscription: abc.DisposableBase | None = None
         self._disposed = False
+        self._starting = False
+        self._failed_start: Exception | None = None
+        self._failures = 0  # in a row, with no item between
         self.name = _name_of(observer)
 
     def start(self) -> None:
-        subscription = self._chain.subscribe(self, scheduler=self._scheduler)
+        """Subscribe the chain; one that fails while it is subscribed is tried again, up to
+        :data:`START_ATTEMPTS` times in a row, then its error goes to the subscriber."""
+        for _ in range(START_ATTEMPTS):
+            self._failed_start = None
+            self._starting = True
+            try:
+                subscription = self._chain.subscribe(self, scheduler=self._scheduler)
+            finally:
+                self._starting = False
+            if self._failed_start is None:
+                break
+            subscription.dispose()
+        else:
+            try:
+                self._observer.on_error(self._failed_start)
+            except Exception as err:
+                self._report(DeadLetter.capture(None, self.name, err))
+            return
         with self._lock:
             if not self._disposed:
                 self._subscription = subscription
@@ -97,6 +121,7 @@ class _Guard(abc.ObserverBase[Any]):
         subscription.dispose()
 
     def on_next(self, value: Any) -> None:
+        self._failures = 0
         try:
             self._observer.on_next(value)
         except Exception as err:
@@ -104,6 +129,17 @@ class _Guard(abc.ObserverBase[Any]):
 
     def on_error(self, error: Exception) -> None:
         self._report(DeadLetter.capture(None, self.name, error))
+        if self._starting:  # failed while being subscribed: start() decides what comes next
+            self._failed_start = error
+            return
+        self._failures += 1
+        if self._failures >= START_ATTEMPTS:  # failing again and again with nothing between
+            self.dispose()
+            try:
+                self._observer.on_error(error)
+            except Exception as err:
+                self._report(DeadLetter.capture(None, self.name, err))
+            return
         with self._lock:
             old, self._subscription = self._subscription, None
             if self._disposed or self._bus.closed:

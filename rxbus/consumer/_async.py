@@ -174,6 +174,9 @@ class AsyncConsumer(QueuedConsumer):
         self._inflight = None
         if self._inflight_abandoned:  # close() gave up on it and counted it as dropped
             self._inflight_abandoned = False
+            if self._retire_late:
+                self._retire_late = False
+                self.host.retire(self)
             return
         if ok:
             self.delivered += 1

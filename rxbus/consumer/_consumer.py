@@ -26,6 +26,9 @@ from rxbus.scheduling import PostingScheduler, default_scheduler
 __all__ = ["MODES", "Consumer", "ConsumerStats", "Mode"]
 
 Mode = Literal["sync", "thread", "async"]
+
+START_ATTEMPTS = 3
+"""Times in a row a chain that fails while it is being subscribed is built again."""
 MODES = ("sync", "thread", "async")
 
 
@@ -127,6 +130,7 @@ class Consumer(abc.DisposableBase):
         self.overflow = overflow
         self.seq = 0  # the bus's subscription order, which routes keep
         self.subscriber_thread = 0  # the thread that subscribed it
+        self.retired = False  # its counts were folded into the bus totals
         self._operators = tuple(operators)
 
         # received/dropped change under _lock; delivered/failed only where the chain runs,
@@ -171,6 +175,9 @@ class Consumer(abc.DisposableBase):
             bind(self._context())
         self._inlet: Subject[Any] | None = None
         self._subscription: abc.DisposableBase | None = None
+        self._building = False
+        self._failed_building: Exception | None = None
+        self._idle_failures = 0  # chain failures in a row not caused by an event
         if self._operators:
             self._build_chain()
 
@@ -196,11 +203,24 @@ class Consumer(abc.DisposableBase):
     def _build_chain(self) -> None:
         """Subscribe the operators to a fresh ``Subject``: the chain sees a hot source exactly as
         it would over a plain Subject (retry, repeat and catch resubscribe to it)."""
-        inlet: Subject[Any] = Subject()
-        chain = inlet.pipe(*self._operators)
-        self._inlet = inlet
-        with _context.using(self._context()):
-            self._subscription = chain.subscribe(_Terminal(self), scheduler=self._scheduler)
+        for _ in range(START_ATTEMPTS):
+            inlet: Subject[Any] = Subject()
+            chain = inlet.pipe(*self._operators)
+            self._inlet = inlet
+            self._failed_building = None
+            self._building = True
+            try:
+                with _context.using(self._context()):
+                    self._subscription = chain.subscribe(_Terminal(self), scheduler=self._scheduler)
+            finally:
+                self._building = False
+            if self._failed_building is None:
+                return
+            self._subscription.dispose()
+        # it fails each time it is subscribed: building it again cannot help
+        self._finished = True
+        self.host.detach(self)
+        self._error_sink(self._failed_building)
 
     def _context(self) -> _context.ConsumerContext:
         return _context.ConsumerContext(
@@ -234,6 +254,16 @@ class Consumer(abc.DisposableBase):
         """An operator sent on_error: dead-letter the current event and start a fresh chain."""
         self._failed_now = True
         self._report(DeadLetter.capture(self._current, self.name, err))
+        if self._building:
+            self._failed_building = err
+            return
+        if self._current is None:  # not caused by an event: at subscribe, or from a timer
+            self._idle_failures += 1
+            if self._idle_failures >= START_ATTEMPTS:  # building it again cannot help
+                self._finished = True
+                self.host.detach(self)
+                self._error_sink(err)
+                return
         self._rebuild_chain()
 
     def _chain_completed(self) -> None:
@@ -283,7 +313,10 @@ class Consumer(abc.DisposableBase):
             if inlet is not None:
                 self._rebuild_chain()
         self._current = None
-        return not self._failed_now
+        if self._failed_now:
+            return False
+        self._idle_failures = 0
+        return True
 
     def _run_call(self, call: Call) -> None:
         try:
@@ -341,6 +374,8 @@ class Consumer(abc.DisposableBase):
 
     def _refused(self, event: Any) -> None:
         """``event`` arrived after the consumer stopped accepting (counted by the caller)."""
+        if self.retired:  # a stale route reached it after its counts were folded
+            self.host.count_retired(1, 1)
         if not self._chain_done:
             why = BusClosedError(f"consumer {self.name!r} stopped accepting events")
             self._report(DeadLetter(event, self.name, why, "", 0))

@@ -37,6 +37,9 @@ class ConsumerHost(Protocol):
     def retire(self, consumer: Consumer) -> None:
         """Fold a disposed consumer's counts into the bus totals and forget it."""
 
+    def count_retired(self, received: int, dropped: int) -> None:
+        """Count in the bus totals an event a consumer refused after it was retired."""
+
 
 class _Depth(threading.local):
     """How many times the event being handled on this thread went round a busy consumer."""

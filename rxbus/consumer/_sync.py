@@ -87,9 +87,11 @@ class SyncConsumer(Consumer):
         try:
             try:
                 self._sink_on_next(event)
-            except Exception as err:
+            except BaseException as err:  # KeyboardInterrupt too: counted, then raised on
                 self.failed += 1
                 self._report(DeadLetter.capture(event, self.name, err))
+                if not isinstance(err, Exception):
+                    raise
             else:
                 self.delivered += 1
             lock.acquire()

@@ -80,12 +80,6 @@ class TestPublishArguments:
             bus.publish(topic)
         assert bus.metrics()["published"] == 0
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: publish() takes the fast path only for topic.__class__ is str; a str "
-        "subclass (a StrEnum member) falls to the else branch and hits "
-        "AssertionError('unreachable') (rxbus/bus/_bus.py, publish).",
-    )
     def test_a_str_enum_topic_publishes_like_its_value(self, bus: EventBus) -> None:
         """A StrEnum member is a str: publish(Topic.X) publishes to its value."""
 
@@ -625,12 +619,6 @@ print("dead_lettered", bus.metrics()["dead_lettered"])
     ],
     ids=["consumer", "stream"],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a chain that errors as soon as it is subscribed is rebuilt at once, for ever: "
-    "Consumer._chain_failed -> _rebuild_chain spins inside bus.subscribe (holding the bus lock), "
-    "and _Guard.on_error -> start recurses until the process crashes (SIGSEGV).",
-)
 def test_a_chain_that_always_fails_at_subscribe_does_not_hang(subscribe: str) -> None:
     """Subscribing a chain that errors on every subscription returns, with bounded dead letters."""
     code = textwrap.dedent(_LOOPING_CHAIN.format(subscribe=subscribe))
@@ -645,12 +633,6 @@ def test_a_chain_that_always_fails_at_subscribe_does_not_hang(subscribe: str) ->
     assert 1 <= dead < 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an event pushed to a consumer disposed earlier in the same publish (a stale "
-    "route) is counted dropped on the consumer after it was retired, so bus.metrics() never "
-    "counts it, though its dead letter is counted.",
-)
 def test_an_event_refused_after_disposal_is_counted_in_the_bus_totals(bus: EventBus) -> None:
     """A late event refused by a consumer disposed during the same publish is counted dropped."""
     late: list[Any] = []

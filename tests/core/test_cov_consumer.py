@@ -344,11 +344,6 @@ class TestSyncEmitter:
         bus.publish("a", {"n": 2})
         assert got == [2] and c.stats.delivered == 1 and c.stats.received == 2
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: SyncConsumer.push lets a BaseException (KeyboardInterrupt) out of _deliver "
-        "before the event is counted: received 2 but delivered+failed+dropped+queued == 1.",
-    )
     def test_an_event_interrupted_by_a_base_exception_is_still_counted(self, bus: EventBus) -> None:
         """The conservation law holds after a BaseException in a sink (the event counts failed)."""
 
@@ -516,13 +511,6 @@ class TestAsyncConsumers:
         assert c.mode == "async" and c.finished and c not in bus.consumers
         assert done.wait(10)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: an async consumer whose chain completes on the loop during subscribe "
-        "(take(0) schedules on_completed there) deadlocks: the loop's detach() waits for the bus "
-        "lock that subscribe() holds while _start_task waits for the loop; after 10 s subscribe "
-        "raises a misleading 'the asyncio loop of bus ... is not running'.",
-    )
     def test_take_zero_on_an_async_sink_subscribes_at_once(self, bus: EventBus) -> None:
         """subscribe(async_sink, take(0)) returns a finished consumer and completes the sink."""
         done = threading.Event()
@@ -573,13 +561,6 @@ class TestAsyncConsumers:
         got, c = asyncio.run(main())
         assert got == ["a"] and counts(c) == (2, 1, 0, 1, 0)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG: AsyncConsumer._deliver_async returns early when its in-flight event was "
-        "abandoned by dispose() (always the case when the chain disposes its own consumer), "
-        "before the _retire_late check: the consumer is never retired and stays in "
-        "bus.metrics()['consumers'] for ever (rxbus/consumer/_async.py lines 175-184).",
-    )
     def test_an_async_consumer_disposed_by_its_own_chain_is_retired(self, bus: EventBus) -> None:
         """A chain disposing its async consumer mid-event: the consumer is then retired."""
         me: list[Consumer] = []
