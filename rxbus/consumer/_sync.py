@@ -51,7 +51,7 @@ class SyncConsumer(Consumer):
     def push(self, event: Any) -> None:
         lock = self._lock
         lock.acquire()
-        if self._emitting or not self._accepting:
+        if self._emitting or self._pending or not self._accepting:
             self._hand_over(event)  # releases the lock
             return
         self._emitting = True
@@ -60,24 +60,33 @@ class SyncConsumer(Consumer):
         lock.release()
         try:
             self._deliver_one(event)
-            lock.acquire()
-            if self._pending:
-                lock.release()
-                self._drain()
-            else:
-                self._emitting = False
-                lock.release()
         except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains the rest
-            with lock:
-                self._emitting = False
+            self._leave()
             raise
+        self._emitting = False
+        if self._pending:
+            self._reclaim()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._emitting = False
+
+    def _reclaim(self) -> None:
+        """Become the emitter again if work was handed over and nobody is delivering it."""
+        lock = self._lock
+        with lock:
+            if self._emitting or not self._pending:
+                return
+            self._emitting = True
+            self._owner = _get_ident()
+        self._drain()
 
     def _push_plain(self, event: Any) -> None:
         """``push`` for a sink without operators, with the delivery inlined: the publish hot
         path (a Python call costs more than everything else here)."""
         lock = self._lock
         lock.acquire()
-        if self._emitting or not self._accepting:
+        if self._emitting or self._pending or not self._accepting:
             self._hand_over(event)  # releases the lock
             return
         self._emitting = True
@@ -94,17 +103,14 @@ class SyncConsumer(Consumer):
                     raise
             else:
                 self.delivered += 1
-            lock.acquire()
-            if self._pending:
-                lock.release()
-                self._drain()
-            else:
-                self._emitting = False
-                lock.release()
         except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains the rest
-            with lock:
-                self._emitting = False
+            self._leave()
             raise
+        # Leave without the lock; a thread that handed something over meanwhile either sees
+        # this (and takes over) or is seen here (see _hand_over).
+        self._emitting = False
+        if self._pending:
+            self._reclaim()
 
     def _deliver_plain(self, event: Any) -> None:
         """``_deliver`` for a sink without operators: the publish hot path, kept short."""
@@ -146,6 +152,8 @@ class SyncConsumer(Consumer):
         lock.release()
         if outcome == OVERFLOWED:
             self._overflowed(event)
+        elif not self._emitting:  # the emitter left without seeing it: deliver it ourselves
+            self._reclaim()
 
     def _post_call(self, fn: Callable[[], Any]) -> None:
         call = Call(fn)
@@ -155,6 +163,8 @@ class SyncConsumer(Consumer):
         if self._emitting:
             self._pending = True
             lock.release()
+            if not self._emitting:  # the emitter left without seeing it (see _hand_over)
+                self._reclaim()
             return
         self._emitting = True
         self._owner = _get_ident()
@@ -215,12 +225,17 @@ class SyncConsumer(Consumer):
         with lock:
             if self._ending is None:
                 self._ending = ending
+            self._pending = True
             if self._emitting:
-                self._pending = True
-                return
-            self._emitting = True
-            self._owner = _get_ident()
-        self._drain()
+                handed = True
+            else:
+                handed = False
+                self._emitting = True
+                self._owner = _get_ident()
+        if not handed:
+            self._drain()
+        elif not self._emitting:  # the emitter left without seeing it (see _hand_over)
+            self._reclaim()
 
     def _overflowed(self, event: Any) -> None:
         err = BufferOverflowError(
