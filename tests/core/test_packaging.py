@@ -231,7 +231,12 @@ def test_make_demo_on_a_fresh_copy_is_quiet_lean_and_says_what_next(tmp_path: Pa
         if (ROOT / name).is_file():
             (clone / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, clone / name)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    # as a user's shell would run it: not inside the `make test` that may be running this
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    }
     python = sys._base_executable  # the interpreter behind this venv, as on a fresh machine
     run = subprocess.run(
         [make, "demo", f"PYTHON={python}"],
