@@ -48,6 +48,13 @@ class DeadLetter:
         _set_timestamp(self, timestamp)
 
     @classmethod
+    def _from_parts(cls, event: Any, consumer: str, error: BaseException, at: float) -> DeadLetter:
+        """A dead letter from parts kept by the bus: ``at`` is ``time.time()`` when it failed."""
+        letter = cls(event, consumer, error, None, 1)
+        _set_at(letter, at)
+        return letter
+
+    @classmethod
     def capture(
         cls, event: Any, consumer: str, error: BaseException, attempts: int = 1
     ) -> DeadLetter:

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from time import time as _time
 from typing import Any
 
 import orjson
@@ -60,10 +61,11 @@ _SEAM_WINDOW = timedelta(seconds=60)
 class _Host:
     """The bus as its consumers see it (:class:`rxbus.consumer.ConsumerHost`)."""
 
-    __slots__ = ("_bus",)
+    __slots__ = ("_bus", "fail")
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
+        self.fail = bus._failure
 
     @property
     def name(self) -> str:
@@ -138,7 +140,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         self._history = history
         self._retired = {"received": 0, "delivered": 0, "failed": 0, "dropped": 0, "queued": 0}
         self._dead_count = Counter()
-        self._recent_dead: deque[DeadLetter] = deque(maxlen=1000)
+        self._recent_dead: deque[Any] = deque(maxlen=1000)  # letters, or their parts
         self._dead_observers: tuple[abc.ObserverBase[DeadLetter], ...] = ()
         self._latency = LatencyRecorder("publish")
         self._registry = MetricsRegistry()
@@ -438,6 +440,16 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
 
     # -- dead letters --------------------------------------------------------------------------
 
+    def _failure(self, event: Any, consumer: str, error: BaseException) -> None:
+        """A consumer's sink raised for ``event``: the cheap way to a dead letter. With nobody
+        watching :attr:`dead_letters`, only its parts are kept, and the :class:`DeadLetter` is
+        made when :meth:`recent_dead_letters` is read."""
+        if self._dead_observers:
+            self._dead_letter(DeadLetter(event, consumer, error))
+            return
+        self._dead_count.increment()
+        self._recent_dead.append((event, consumer, error, _time()))
+
     def _dead_letter(self, letter: DeadLetter) -> None:
         self._dead_count.increment()
         self._recent_dead.append(letter)
@@ -470,8 +482,8 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
 
     def recent_dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The most recent dead letters (at most the last 1000), oldest first."""
-        letters = list(self._recent_dead)
-        return letters[-limit:] if limit else []
+        kept = list(self._recent_dead)[-limit:] if limit else []
+        return [d if d.__class__ is DeadLetter else DeadLetter._from_parts(*d) for d in kept]
 
     # -- history and replay ----------------------------------------------------------------------
 

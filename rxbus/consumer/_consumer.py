@@ -123,6 +123,7 @@ class Consumer(abc.DisposableBase):
                     f"got {type(op).__name__}: {op!r:.80}"
                 )
         self.host = host
+        self._fail = host.fail
         self.sink = sink
         self.name = name
         self.pattern = pattern
@@ -248,7 +249,8 @@ class Consumer(abc.DisposableBase):
     def _item_failed(self, item: Any, err: Exception) -> None:
         """The sink raised for ``item`` (an event, or something the chain derived from one)."""
         self._failed_now = True
-        self._report(DeadLetter.capture(item, self.name, err))
+        self.dead_lettered += 1
+        self._fail(item, self.name, err)
 
     def _chain_failed(self, err: Exception) -> None:
         """An operator sent on_error: dead-letter the current event and start a fresh chain."""

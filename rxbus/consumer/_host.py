@@ -31,6 +31,9 @@ class ConsumerHost(Protocol):
     def report(self, letter: DeadLetter) -> None:
         """Count and publish a dead letter."""
 
+    def fail(self, event: object, consumer: str, error: BaseException) -> None:
+        """A sink raised for ``event``: a dead letter, made only when someone reads it."""
+
     def detach(self, consumer: Consumer) -> None:
         """Stop routing events to ``consumer`` (it stays in metrics)."""
 

@@ -98,7 +98,8 @@ class SyncConsumer(Consumer):
                 self._sink_on_next(event)
             except BaseException as err:  # KeyboardInterrupt too: counted, then raised on
                 self.failed += 1
-                self._report(DeadLetter.capture(event, self.name, err))
+                self.dead_lettered += 1
+                self._fail(event, self.name, err)
                 if not isinstance(err, Exception):
                     raise
             else:
@@ -118,7 +119,8 @@ class SyncConsumer(Consumer):
             self._sink_on_next(event)
         except Exception as err:
             self.failed += 1
-            self._report(DeadLetter.capture(event, self.name, err))
+            self.dead_lettered += 1
+            self._fail(event, self.name, err)
         else:
             self.delivered += 1
 
