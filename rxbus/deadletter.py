@@ -28,6 +28,9 @@ class DeadLetter:
     consumer: str
     error: BaseException
     attempts: int
+    _at: float
+    _timestamp: datetime | None
+    _traceback: str | None
 
     def __init__(
         self,
@@ -97,7 +100,7 @@ class DeadLetter:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not DeadLetter:
             return NotImplemented
-        return self._key() == other._key()  # type: ignore[attr-defined]
+        return self._key() == other._key()
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -122,10 +125,10 @@ class DeadLetter:
         }
 
 
-_set_event = DeadLetter.event.__set__  # type: ignore[attr-defined]
-_set_consumer = DeadLetter.consumer.__set__  # type: ignore[attr-defined]
-_set_error = DeadLetter.error.__set__  # type: ignore[attr-defined]
-_set_traceback = DeadLetter._traceback.__set__  # type: ignore[attr-defined]
-_set_attempts = DeadLetter.attempts.__set__  # type: ignore[attr-defined]
-_set_at = DeadLetter._at.__set__  # type: ignore[attr-defined]
-_set_timestamp = DeadLetter._timestamp.__set__  # type: ignore[attr-defined]
+_set_event = vars(DeadLetter)["event"].__set__
+_set_consumer = vars(DeadLetter)["consumer"].__set__
+_set_error = vars(DeadLetter)["error"].__set__
+_set_traceback = vars(DeadLetter)["_traceback"].__set__
+_set_attempts = vars(DeadLetter)["attempts"].__set__
+_set_at = vars(DeadLetter)["_at"].__set__
+_set_timestamp = vars(DeadLetter)["_timestamp"].__set__

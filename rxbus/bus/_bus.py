@@ -193,9 +193,9 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
             data = to_data(data)  # a pydantic model, msgspec Struct or dataclass
         if topic.__class__ is str:
             # validation and the default type in one cached lookup for topics seen before
-            default = known_topic_type(topic)  # type: ignore[arg-type]
+            default = known_topic_type(topic)
             if default is None:
-                default = default_type(topic)  # type: ignore[arg-type]
+                default = default_type(topic)
             size = 0
             if data is None:
                 data = {}
@@ -226,7 +226,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 raise PayloadError(f"source must be a str, got {source!r:.80}")
             if correlation_id is not None and correlation_id.__class__ is not str:
                 raise PayloadError(f"correlation_id must be a str, got {correlation_id!r:.80}")
-            event = _trusted(topic, type, data, source, metadata, correlation_id, size)  # type: ignore[arg-type]
+            event = _trusted(topic, type, data, source, metadata, correlation_id, size)
         elif isinstance(topic, Event):
             event = topic
             if data is not None or type or source or metadata or correlation_id:
@@ -247,7 +247,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 correlation_id=correlation_id,
             )
         else:
-            default_type(topic)  # type: ignore[arg-type] # raises InvalidTopicError naming it
+            default_type(topic)  # raises InvalidTopicError naming it
             raise AssertionError("unreachable")  # pragma: no cover
         # The ring first: a replay that subscribes after this line finds the event in its ring
         # snapshot. The version read before the routes tells, after the pushes, whether a

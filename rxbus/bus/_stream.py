@@ -44,7 +44,7 @@ class BusStream(Observable[Event]):
     ) -> abc.DisposableBase:
         return self._bus.subscribe(observer, topic=self._pattern, mode="sync", scheduler=scheduler)
 
-    def pipe(self, *operators: Callable[[Any], Any]) -> Any:  # type: ignore[override]
+    def pipe(self, *operators: Callable[[Any], Any]) -> Any:
         built = functools.reduce(lambda source, op: op(source), operators, self)
         if type(built) is Observable:
             return _Guarded(built, self._bus, self._report)
@@ -109,6 +109,7 @@ class _Guard(abc.ObserverBase[Any]):
                 break
             subscription.dispose()
         else:
+            assert self._failed_start is not None
             try:
                 self._observer.on_error(self._failed_start)
             except Exception as err:

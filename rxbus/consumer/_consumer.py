@@ -219,6 +219,7 @@ class Consumer(abc.DisposableBase):
                 return
             self._subscription.dispose()
         # it fails each time it is subscribed: building it again cannot help
+        assert self._failed_building is not None
         self._finished = True
         self.host.detach(self)
         self._error_sink(self._failed_building)
