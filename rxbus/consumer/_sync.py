@@ -43,8 +43,6 @@ class SyncConsumer(Consumer):
         self._ended = False
         super().__init__(*args, **kwargs)
         self._deliver_one = self._deliver if self._inlet is not None else self._deliver_plain
-        if self._inlet is None:
-            self.push = self._push_plain  # type: ignore[method-assign]
         if self._async_sink:  # pragma: no cover - the bus gives async sinks mode "async"
             raise ValueError(f"sink {self.name!r} is an async def function: use mode='async'")
 
@@ -81,46 +79,16 @@ class SyncConsumer(Consumer):
             self._owner = _get_ident()
         self._drain()
 
-    def _push_plain(self, event: Any) -> None:
-        """``push`` for a sink without operators, with the delivery inlined: the publish hot
-        path (a Python call costs more than everything else here)."""
-        lock = self._lock
-        lock.acquire()
-        if self._emitting or self._pending or not self._accepting:
-            self._hand_over(event)  # releases the lock
-            return
-        self._emitting = True
-        self._owner = _get_ident()
-        self.received += 1
-        lock.release()
-        try:
-            try:
-                self._sink_on_next(event)
-            except BaseException as err:  # KeyboardInterrupt too: counted, then raised on
-                self.failed += 1
-                self.dead_lettered += 1
-                self._fail(event, self.name, err)
-                if not isinstance(err, Exception):
-                    raise
-            else:
-                self.delivered += 1
-        except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains the rest
-            self._leave()
-            raise
-        # Leave without the lock; a thread that handed something over meanwhile either sees
-        # this (and takes over) or is seen here (see _hand_over).
-        self._emitting = False
-        if self._pending:
-            self._reclaim()
-
     def _deliver_plain(self, event: Any) -> None:
         """``_deliver`` for a sink without operators: the publish hot path, kept short."""
         try:
             self._sink_on_next(event)
-        except Exception as err:
+        except BaseException as err:  # KeyboardInterrupt too: counted, then raised on
             self.failed += 1
             self.dead_lettered += 1
             self._fail(event, self.name, err)
+            if not isinstance(err, Exception):
+                raise
         else:
             self.delivered += 1
 

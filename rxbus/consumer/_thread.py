@@ -37,10 +37,7 @@ class QueuedConsumer(Consumer):
                 self.dropped += dropped
                 if outcome == OVERFLOWED:
                     self._accepting = False
-            wake = self._waiting
-            self._waiting = False
-            if wake:
-                self._notify()
+            wake = self._wake_locked()
         finally:
             lock.release()
         if outcome == REFUSED:
@@ -62,10 +59,7 @@ class QueuedConsumer(Consumer):
     def _post_control(self, item: Any) -> None:
         with self._lock:
             self._queue.calls.append(item)
-            wake = self._waiting
-            self._waiting = False
-            if wake:
-                self._notify()
+            wake = self._wake_locked()
         if wake:
             self._wake_outside()
 
@@ -74,10 +68,7 @@ class QueuedConsumer(Consumer):
         with self._lock:
             if self._ending is None:
                 self._ending = ending
-            wake = self._waiting
-            self._waiting = False
-            if wake:
-                self._notify()
+            wake = self._wake_locked()
         if wake:
             self._wake_outside()
 
@@ -87,6 +78,14 @@ class QueuedConsumer(Consumer):
         if item is None and self._ending is not None:
             return self._ending, True
         return item, control
+
+    def _wake_locked(self) -> bool:
+        """Wake a sleeping drainer (lock held); True if it slept (then call _wake_outside)."""
+        wake = self._waiting
+        self._waiting = False
+        if wake:
+            self._notify()
+        return wake
 
     def _notify(self) -> None:
         """Wake the drainer (lock held)."""
@@ -118,10 +117,7 @@ class QueuedConsumer(Consumer):
         self._finished = True
         with self._lock:
             self._ending = ("stop", None)
-            wake = self._waiting
-            self._waiting = False
-            if wake:
-                self._notify()
+            wake = self._wake_locked()
         if wake:
             self._wake_outside()
 
