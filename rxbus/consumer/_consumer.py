@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -193,11 +194,13 @@ class Consumer(abc.DisposableBase):
             default_scheduler(), self._post_call, CurrentThreadScheduler.singleton()
         )
 
-    def push(self, event: Any) -> None:  # pragma: no cover - every mode overrides it
-        raise NotImplementedError
+    @abstractmethod
+    def push(self, event: Any) -> None:
+        """Hand ``event`` to this consumer (the publish path)."""
 
-    def _post_call(self, fn: Callable[[], Any]) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def _post_call(self, fn: Callable[[], Any]) -> None:
+        """Run a timer action serialised with this consumer's events."""
 
     # -- the chain -------------------------------------------------------------------------------
 
@@ -446,13 +449,13 @@ class Consumer(abc.DisposableBase):
         """True once the consumer has drained and completed (or was stopped)."""
         return self._done.is_set()
 
-    def begin_close(self) -> None:  # pragma: no cover - every mode overrides it
+    @abstractmethod
+    def begin_close(self) -> None:
         """Stop accepting; complete the chain once everything queued has been delivered."""
-        raise NotImplementedError
 
+    @abstractmethod
     def runs_here(self) -> bool:
         """True when called from where this consumer runs (it cannot be waited for there)."""
-        return False
 
     def wait_closed(self, timeout: float) -> bool:
         return self._done.wait(timeout)
@@ -485,10 +488,9 @@ class Consumer(abc.DisposableBase):
             return True
         return False
 
+    @abstractmethod
     def _stop(self) -> None:
         """Disposal, mode by mode: stop delivering without completing the sink."""
-        self._abandon(BusClosedError(f"consumer {self.name!r} was disposed"))
-        self._finished = True
 
     def __repr__(self) -> str:
         s = self.stats
