@@ -191,14 +191,15 @@ def _explain(value: str, *, allow_wildcards: bool) -> str:
     segments = value.split(".")
     if len(segments) > MAX_SEGMENTS:
         return f"{kind} {value!r} has {len(segments)} segments; expected {rule}"
-    for index, segment in enumerate(segments):
-        if allow_wildcards and segment in ("*", "**"):
-            continue
-        if segment == "":
-            return f"{kind} {value!r} has an empty segment at position {index}; expected {rule}"
-        if _SEGMENT.fullmatch(segment) is None:
-            return f"{kind} {value!r} has an invalid segment {segment!r}; expected {rule}"
-    return f"{kind} {value!r} is invalid; expected {rule}"
+    # called only for a value the grammar refused: one of its segments is at fault
+    index, segment = next(
+        (i, seg)
+        for i, seg in enumerate(segments)
+        if not (allow_wildcards and seg in ("*", "**")) and _SEGMENT.fullmatch(seg) is None
+    )
+    if segment == "":
+        return f"{kind} {value!r} has an empty segment at position {index}; expected {rule}"
+    return f"{kind} {value!r} has an invalid segment {segment!r}; expected {rule}"
 
 
 class _Node:

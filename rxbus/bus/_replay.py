@@ -36,7 +36,7 @@ def past(
     pattern: str,
     store: ReplayStore | None,
     since: Any,
-    settle: Callable[[ReplayStore], None] | None = None,
+    settle: Callable[[ReplayStore], None],
 ) -> Iterator[tuple[Event, bool]]:
     """The past as ``(event, in_ring)``: the ring, or the store then the ring events the store
     has not got yet.
@@ -52,8 +52,7 @@ def past(
         for event in ring:
             yield event, True
         return
-    if settle is not None:
-        settle(store)
+    settle(store)
     flush = getattr(store, "flush", None)
     if callable(flush):
         flush()
@@ -100,9 +99,6 @@ class Seam:
                 self._emitted.discard(event.id)
                 return
         self.emit(event)
-
-    def on_error(self, error: Exception) -> None:
-        self._observer.on_error(error)
 
     def on_completed(self) -> None:
         self.go_live()

@@ -183,7 +183,7 @@ class SyncConsumer(Consumer):
         kind, err = ending
         if kind == "complete":
             self._complete_chain()
-        elif kind == "error":
+        else:  # "error": a sync consumer ends only these two ways
             assert err is not None
             self._finished = True
             self._error_sink(err)
