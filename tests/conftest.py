@@ -13,6 +13,7 @@ import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -129,3 +130,35 @@ def bus() -> Iterator[object]:
         yield b
     finally:
         b.close(timeout=5.0)
+
+
+def run_example_pair(directory: Path, env: dict[str, str]) -> tuple[str, str]:
+    """Run a two-process example as its docs page says: ``consumer.py`` started first, then
+    ``producer.py`` to completion; returns both stdouts once the consumer has exited (each
+    must exit 0; the consumer is killed if it outlives a 60 s deadline)."""
+    import subprocess
+    import sys
+
+    consumer = subprocess.Popen(
+        [sys.executable, str(directory / "consumer.py")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        producer = subprocess.run(
+            [sys.executable, str(directory / "producer.py")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert producer.returncode == 0, producer.stderr
+        out, err = consumer.communicate(timeout=60)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait(10)
+    assert consumer.returncode == 0, err
+    return producer.stdout.strip(), out.strip()

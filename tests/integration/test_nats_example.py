@@ -4,14 +4,13 @@ order billed once; the docs page shows the files verbatim."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import run_example_pair
 from tests.integration.nats_server import NatsServer, running_nats
 from tests.integration.redis_server import environ_with
 
@@ -31,31 +30,10 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 def test_producer_and_consumer_processes(server: NatsServer) -> None:
     """consumer.py and producer.py, started as the page says, bill all 1000 orders."""
     env = environ_with(NATS_URL=server.url)
-    consumer = subprocess.Popen(
-        [sys.executable, str(EXAMPLE / "consumer.py")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        producer = subprocess.run(
-            [sys.executable, str(EXAMPLE / "producer.py")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert producer.returncode == 0, producer.stderr
-        assert producer.stdout.strip() == "producer: 1000 events acknowledged by JetStream"
-        out, err = consumer.communicate(timeout=60)
-    finally:
-        if consumer.poll() is None:
-            consumer.kill()
-            consumer.wait(10)
-    assert consumer.returncode == 0, err
+    produced, out = run_example_pair(EXAMPLE, env)
+    assert produced == "producer: 1000 events acknowledged by JetStream"
     total = sum(10 + n % 7 for n in range(1000))
-    assert out.strip() == f"consumer: billed 1000 orders, total {total}"
+    assert out == f"consumer: billed 1000 orders, total {total}"
 
     async def state(js: Any) -> tuple[int, int, int]:
         info = await js.consumer_info("ORDERS", "billing")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_example_pair
 from tests.integration.redis_server import RedisServer, environ_with, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
@@ -28,31 +27,10 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 def test_producer_and_consumer_processes(server: RedisServer) -> None:
     """consumer.py and producer.py, started as the docs page says, bill all 1000 orders."""
     env = environ_with(REDIS_URL=server.url)
-    consumer = subprocess.Popen(
-        [sys.executable, str(EXAMPLE / "consumer.py")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        producer = subprocess.run(
-            [sys.executable, str(EXAMPLE / "producer.py")],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert producer.returncode == 0, producer.stderr
-        assert producer.stdout.strip() == "producer: 1000 events written to Redis"
-        out, err = consumer.communicate(timeout=60)
-    finally:
-        if consumer.poll() is None:
-            consumer.kill()
-            consumer.wait(10)
-    assert consumer.returncode == 0, err
+    produced, out = run_example_pair(EXAMPLE, env)
+    assert produced == "producer: 1000 events written to Redis"
     total = sum(10 + n % 7 for n in range(1000))
-    assert out.strip() == f"consumer worker-1: billed 1000 orders, total {total}"
+    assert out == f"consumer worker-1: billed 1000 orders, total {total}"
     client = server.client()
     assert client.xpending("orders", "billing")["pending"] == 0
     client.close()
