@@ -146,10 +146,24 @@ def test_reentrant_feed_does_not_deadlock() -> None:
     assert out == [[1, 2], [99, 3]]
 
 
-def test_ten_thousand_timed_batches_on_asyncio_start_no_thread() -> None:
+@pytest.fixture
+def thread_starts(monkeypatch: pytest.MonkeyPatch) -> list[threading.Thread]:
+    """Every thread started while the test runs (threads of earlier tests may end meanwhile)."""
+    started: list[threading.Thread] = []
+    start = threading.Thread.start
+
+    def recording_start(thread: threading.Thread) -> None:
+        started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", recording_start)
+    return started
+
+
+def test_ten_thousand_timed_batches_on_asyncio_start_no_thread(
+    thread_starts: list[threading.Thread],
+) -> None:
     """10,000 batches, each closed by its timer, run on the loop's thread and start no thread."""
-    threads_before = set(threading.enumerate())
-    count_before = threading.active_count()
 
     async def main() -> tuple[int, set[int], int]:
         loop = asyncio.get_running_loop()
@@ -181,13 +195,13 @@ def test_ten_thousand_timed_batches_on_asyncio_start_no_thread() -> None:
     assert batches == 10_000
     assert total == 20_000
     assert emitted_on == {threading.get_ident()}
-    assert threading.active_count() == count_before
-    assert set(threading.enumerate()) == threads_before
+    assert thread_starts == []
 
 
-def test_ten_thousand_size_batches_on_asyncio_start_no_thread() -> None:
+def test_ten_thousand_size_batches_on_asyncio_start_no_thread(
+    thread_starts: list[threading.Thread],
+) -> None:
     """Size-closed batches on an AsyncIOScheduler: every item counted, no thread started."""
-    threads_before = set(threading.enumerate())
 
     async def main() -> list[list[int]]:
         out: list[list[int]] = []
@@ -203,7 +217,7 @@ def test_ten_thousand_size_batches_on_asyncio_start_no_thread() -> None:
     out = asyncio.run(main())
     assert len(out) == 10_000
     assert [x for b in out for x in b] == list(range(50_000))
-    assert set(threading.enumerate()) == threads_before
+    assert thread_starts == []
 
 
 @pytest.mark.parametrize(
