@@ -183,6 +183,22 @@ class TestIds:
         flat = [i for chunk in chunks for i in chunk] + _ids_in_process(10_000)
         assert len(flat) == len(set(flat)) == 50_000
 
+    @pytest.mark.parametrize("start", [0, 0xFFD, 0x1FFFFFF, 0xFFFFFFFFFFFD])
+    def test_counter_part_is_the_counter_in_12_hex_digits_across_cache_edges(
+        self, monkeypatch: pytest.MonkeyPatch, start: int
+    ) -> None:
+        """The counter's high digits are cached per 4,096 ids and its low three come from a
+        table: across those edges (and the 48-bit wrap) each id still ends in its own count."""
+        import itertools
+
+        from rxbus.event import _ids
+
+        monkeypatch.setattr(_ids, "counter", itertools.count(start))
+        monkeypatch.setattr(_ids, "high", (-1, ""))
+        ids = [new_event_id() for _ in range(8)]
+        assert [int(i[18:], 16) for i in ids] == [(start + k) & 0xFFFFFFFFFFFF for k in range(8)]
+        assert all(len(i) == 30 for i in ids)
+
     def test_ids_sort_by_creation_time(self) -> None:
         events = [Event(topic="a") for _ in range(2_000)]
         assert [e.id for e in events] == sorted(e.id for e in events)
