@@ -191,7 +191,9 @@ class Consumer(abc.DisposableBase):
         if scheduler is not None:
             return PostingScheduler(scheduler, self._post_call)
         return PostingScheduler(
-            default_scheduler(), self._post_call, CurrentThreadScheduler.singleton()
+            self.host.timers or default_scheduler(),
+            self._post_call,
+            CurrentThreadScheduler.singleton(),
         )
 
     @abstractmethod

@@ -178,13 +178,31 @@ class TestSinks:
             wait_until(lambda: len(threads) == 10)
         assert set(threads) == {"rxbus-loop-loopy"}
 
-    def test_thread_sink_runs_on_its_own_worker(self, bus: EventBus) -> None:
+    def test_thread_sink_runs_on_a_pool_worker(self, bus: EventBus) -> None:
         names: list[str] = []
         bus.subscribe(
             lambda e: names.append(threading.current_thread().name), mode="thread", name="w"
         )
         bus.publish("a")
+        wait_until(lambda: len(names) == 1)
+        assert names[0].startswith("rxbus-worker-")
+
+    def test_a_dedicated_thread_sink_runs_on_its_own_thread(self, bus: EventBus) -> None:
+        names: list[str] = []
+        bus.subscribe(
+            lambda e: names.append(threading.current_thread().name),
+            mode="thread",
+            name="w",
+            dedicated=True,
+        )
+        bus.publish("a")
         wait_until(lambda: names == ["rxbus-w"])
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_dedicated_is_refused_outside_thread_mode(self, bus: EventBus, mode: str) -> None:
+        with pytest.raises(ValueError, match=f"dedicated=True .* nothing for mode='{mode}'"):
+            bus.subscribe(print, mode=mode, dedicated=True)  # type: ignore[arg-type]
+        assert bus.consumers == ()
 
     def test_async_def_sink_refuses_thread_mode(self, bus: EventBus) -> None:
         async def sink(e: Event) -> None: ...

@@ -446,9 +446,20 @@ class TestLifecycleAttributes:
         assert c.is_disposed and chain_disposed == [True] and c.queued == 0
         assert counts(c) == (3, 1, 0, 2, 0) and c.processed == 3
 
-    def test_disposing_an_idle_thread_consumer_wakes_its_worker(self, bus: EventBus) -> None:
-        """Disposing a thread consumer whose worker sleeps stops the worker at once."""
+    def test_disposing_an_idle_pooled_thread_consumer_schedules_its_stop(
+        self, bus: EventBus
+    ) -> None:
+        """Disposing a pooled thread consumer with nothing queued schedules it once, to stop."""
         c = bus.subscribe(lambda e: None, mode="thread")
+        bus.publish("a")
+        wait_until(lambda: not c._scheduled and c.stats.delivered == 1, what="it to be idle")  # type: ignore[attr-defined]
+        c.dispose()
+        wait_until(lambda: c.done, what="it to stop")
+        assert counts(c) == (1, 1, 0, 0, 0) and c.is_disposed
+
+    def test_disposing_an_idle_thread_consumer_wakes_its_worker(self, bus: EventBus) -> None:
+        """Disposing a dedicated thread consumer whose worker sleeps stops the worker at once."""
+        c = bus.subscribe(lambda e: None, mode="thread", dedicated=True)
         bus.publish("a")
         # the worker's sleeping flag is the only sign that it waits for work
         wait_until(lambda: c._waiting and c.stats.delivered == 1, what="the worker to sleep")  # type: ignore[attr-defined]
