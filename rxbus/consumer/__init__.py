@@ -18,12 +18,13 @@ from reactivex import Observable, abc
 from rxbus.consumer._async import AsyncConsumer
 from rxbus.consumer._consumer import MODES, Consumer, ConsumerStats, Mode, is_async_callable
 from rxbus.consumer._host import MAX_PUBLISH_DEPTH, ConsumerHost, delivery_depth
-from rxbus.consumer._pool import Executor, ManualExecutor, WorkerPool, worker_pool
+from rxbus.consumer._pool import BATCH, Executor, ManualExecutor, WorkerPool, worker_pool
 from rxbus.consumer._sync import SyncConsumer
 from rxbus.consumer._thread import DedicatedThreadConsumer, ThreadConsumer
 from rxbus.policies import Overflow
 
 __all__ = [
+    "BATCH",
     "MAX_PUBLISH_DEPTH",
     "MODES",
     "Consumer",

@@ -158,7 +158,9 @@ class WorkerPool:
         try:
             more = task.run_batch(self.batch)
         except BaseException as err:  # a sink's KeyboardInterrupt must not kill a shared worker
-            logger.opt(exception=err).error("rxbus: a consumer raised out of its worker; it goes on")
+            logger.opt(exception=err).error(
+                "rxbus: a consumer raised out of its worker; it goes on"
+            )
             more = True
         if more:
             self.submit(task)
