@@ -30,6 +30,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from rxbus._log import logger
@@ -193,8 +194,9 @@ class ManualExecutor:
     full ``BLOCK`` queue grows past its bound instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, drive: Callable[[], object] | None = None) -> None:
         self._queue: deque[Task] = deque()
+        self._drive = drive  # what "wait" runs: everything the test would drain
 
     def submit(self, task: Task) -> None:
         self._queue.append(task)
@@ -203,10 +205,11 @@ class ManualExecutor:
         return False
 
     def run_pending(self) -> bool:
-        """Run scheduled consumers until none has work left; True if any ran."""
-        ran = False
+        """Give each consumer scheduled now one batch, in turn (as a worker would); True if
+        any ran. Those with work left, or scheduled meanwhile, wait for the next call."""
         queue = self._queue
-        while queue:
+        ran = False
+        for _ in range(len(queue)):
             task = queue.popleft()
             ran = True
             if task.run_batch(BATCH):
@@ -214,7 +217,11 @@ class ManualExecutor:
         return ran
 
     def wait(self, done: threading.Event, timeout: float) -> bool:
-        self.run_pending()
+        """Drain, then answer at once: nothing else would set ``done`` while the test waits."""
+        if self._drive is not None:
+            self._drive()
+        else:
+            self.run_pending()
         return done.is_set()
 
     def __len__(self) -> int:

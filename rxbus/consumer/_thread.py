@@ -213,9 +213,6 @@ class ThreadConsumer(QueuedConsumer):
         finally:
             self._runner = 0
 
-    def wait_closed(self, timeout: float) -> bool:
-        return self._executor.wait(self._done, timeout)
-
 
 class DedicatedThreadConsumer(QueuedConsumer):
     """A ``thread`` consumer with a thread of its own (``subscribe(..., dedicated=True)``): for a
