@@ -425,6 +425,8 @@ class TestBus(EventBus):
     Args:
         name: the bus name (default ``"testbus"``); other keyword arguments as for
             :class:`~rxbus.EventBus`.
+        record: attach the ``recorder`` consumer (it shows in ``metrics()`` like any
+            consumer); ``False`` for a bus whose metrics must see only the test's consumers.
 
     Example:
         >>> bus = TestBus()
@@ -443,7 +445,7 @@ class TestBus(EventBus):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, *, name: str = "testbus", **options: Any) -> None:
+    def __init__(self, *, name: str = "testbus", record: bool = True, **options: Any) -> None:
         super().__init__(name=name, **options)
         self.scheduler = VirtualClock()
         self._virtual_loop = _VirtualLoop(self.scheduler)
@@ -453,7 +455,7 @@ class TestBus(EventBus):
         host.timers = self.scheduler
         host.manual = True
         self._loop = self._virtual_loop
-        self.recorder = Recorder(self)
+        self.recorder: Recorder | None = Recorder(self) if record else None
 
     @property
     def now(self) -> float:
@@ -502,10 +504,17 @@ class TestBus(EventBus):
         self.scheduler.move_to(target)
         self.drain()
 
+    def _recording(self) -> Recorder:
+        if self.recorder is None:
+            raise RuntimeError(
+                f"TestBus {self.name!r} was made with record=False: it keeps no published events"
+            )
+        return self.recorder
+
     @property
     def published(self) -> list[Event]:
         """Every event published on this bus so far, in publish order."""
-        return self.recorder.published
+        return self._recording().published
 
     def assert_published(
         self,
@@ -515,7 +524,7 @@ class TestBus(EventBus):
         count: int | None = None,
     ) -> list[Event]:
         """:meth:`rxbus.recorder.Recorder.assert_published` on everything this bus published."""
-        return self.recorder.assert_published(pattern, data=data, count=count)
+        return self._recording().assert_published(pattern, data=data, count=count)
 
     def close(self, timeout: float = 5.0) -> list[DeadLetter]:
         """:meth:`rxbus.EventBus.close`, drained in virtual time; then the private loop closes."""
