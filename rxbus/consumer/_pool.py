@@ -99,6 +99,8 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._sleeping = 0  # workers waiting for work
         self._waking = 0  # of those, already notified
+        self._can_grow = True  # fewer threads than max_workers
+        self._append = self._queue.append
 
     @property
     def threads(self) -> int:
@@ -106,11 +108,11 @@ class WorkerPool:
         return len(self._threads)
 
     def submit(self, task: Task) -> None:
-        self._queue.append(task)  # deque.append is atomic: no lock on the publish path
+        self._append(task)  # deque.append is atomic: no lock on the publish path
         # Read after the append: a worker counts itself sleeping before it looks at the queue,
         # so either it sees the task or this sees it sleeping (no lost wake-up). Waking only the
         # workers not already woken keeps a publish to 1,000 consumers to a few notifications.
-        if self._sleeping > self._waking or len(self._threads) < self.max_workers:
+        if self._sleeping > self._waking or self._can_grow:
             self._wake()
 
     def _wake(self) -> None:
@@ -131,6 +133,7 @@ class WorkerPool:
                     return
                 raise
             self._threads.append(thread)
+            self._can_grow = len(self._threads) < self.max_workers
 
     def _take(self) -> Task | None:
         try:

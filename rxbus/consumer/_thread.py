@@ -149,7 +149,9 @@ class ThreadConsumer(QueuedConsumer):
         self._scheduled = False  # in the run queue or running: nothing else may schedule it
         self._runner = 0  # thread id of the worker running it now
         self._executor: Executor = args[0].executor
+        self._submit = self._executor.submit
         super().__init__(*args, **kwargs)
+        self._items = self._queue.items  # the same deque for the consumer's life
         if self._async_sink:
             raise ValueError(
                 f"sink {self.name!r} is an async def function: use mode='async' (or the "
@@ -164,19 +166,18 @@ class ThreadConsumer(QueuedConsumer):
         # pays this 1,000 times.
         lock = self._lock
         lock.acquire()
-        items = self._queue.items
-        if not self._accepting or len(items) >= self.queue_size:
+        if not self._accepting or len(self._items) >= self.queue_size:
             lock.release()
             super().push(event)  # refused, or an overflow policy to apply
             return
         self.received += 1
-        items.append(event)
+        self._items.append(event)
         if self._scheduled:
             lock.release()
             return
         self._scheduled = True
         lock.release()
-        self._executor.submit(self)
+        self._submit(self)
 
     def _wake_locked(self) -> bool:
         if self._scheduled:
