@@ -242,3 +242,15 @@ def worker_pool() -> WorkerPool:
             if not _pool:
                 _pool.append(WorkerPool())
     return _pool[0]
+
+
+def _forget_in_child() -> None:
+    # A forked child has none of the parent's worker threads: a pool that believes it has
+    # them would never run a consumer. The child starts its own on first use.
+    global _pool_lock
+    _pool_lock = threading.Lock()
+    _pool.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_forget_in_child)

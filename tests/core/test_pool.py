@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 from collections import defaultdict
 
@@ -181,3 +183,29 @@ def test_close_from_a_pooled_sink_drains_the_others(n: int) -> None:
     bus.publish("close")
     wait_until(lambda: results, what="close() to return")
     assert results == [[]] and got.count("other") == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_gets_a_pool_of_its_own() -> None:
+    """The parent's workers do not exist in a forked child: its thread consumers still run."""
+    with EventBus(name="pool-parent") as bus:
+        got: list[str] = []
+        bus.subscribe(got.append, mode="thread")
+        bus.publish("a")
+        wait_until(lambda: got, what="the parent's delivery")
+    # the parent's workers exist and sleep: a child that inherited that belief would wake none
+    wait_until(lambda: worker_pool()._sleeping > 0, what="an idle worker in the parent")
+    ctx = multiprocessing.get_context("fork")
+    child = ctx.Process(target=_child_publishes)
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+
+
+def _child_publishes() -> None:
+    with EventBus(name="pool-child") as bus:
+        got: list[str] = []
+        bus.subscribe(lambda e: got.append(e.topic), mode="thread")
+        bus.publish("child")
+        assert bus.close(timeout=10) == []
+    os._exit(0 if got == ["child"] else 1)
