@@ -638,8 +638,10 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
             everything was delivered. A second call waits for the first to finish (up to its
             own ``timeout``) and returns an empty list.
 
-        Called from a consumer's own worker thread, or on the loop the bus owns, ``close``
-        cannot wait for the consumers running there: they drain after it returns.
+        Called from a ``thread`` consumer's sink, ``close`` cannot wait for that consumer (it
+        drains after ``close`` returns) and runs other pooled consumers while it waits for
+        them; on the loop the bus owns, it cannot wait for the ``async`` consumers there: they
+        drain after it returns.
 
         Raises:
             RuntimeError: if called on the thread of a running loop the bus does not own while
