@@ -7,6 +7,8 @@ Fixtures:
   marked ``@pytest.mark.rxbus_allow_dead_letters``.
 - ``bus_recorder``: a :class:`rxbus.recorder.Recorder` on that bus, for ``published`` and
   ``assert_published``.
+- ``testbus``: a virtual-time :class:`rxbus.testing.TestBus` (``drain()``, ``advance()``,
+  ``published``), checked and closed like ``bus``.
 
 A project's own ``bus`` fixture (in a ``conftest.py``) takes precedence over this one.
 Disable the plugin with ``-p no:rxbus``.
@@ -15,13 +17,16 @@ Disable the plugin with ``-p no:rxbus``.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 if TYPE_CHECKING:
     from rxbus.bus import EventBus
     from rxbus.recorder import Recorder
+    from rxbus.testing import TestBus
+
+_B = TypeVar("_B", bound="EventBus")
 
 MARKER = "rxbus_allow_dead_letters"
 _SHOWN = 10
@@ -39,8 +44,19 @@ def bus(request: pytest.FixtureRequest) -> Iterator[EventBus]:
     """A fresh EventBus, closed after the test; fails the test on unexpected dead letters."""
     from rxbus import EventBus
 
+    yield from _checked(request, EventBus(name=f"test:{request.node.name}"[:200]))
+
+
+@pytest.fixture
+def testbus(request: pytest.FixtureRequest) -> Iterator[TestBus]:
+    """A fresh virtual-time :class:`rxbus.testing.TestBus`, checked and closed like ``bus``."""
+    from rxbus.testing import TestBus
+
+    yield from _checked(request, TestBus(name=f"test:{request.node.name}"[:200]))
+
+
+def _checked(request: pytest.FixtureRequest, b: _B) -> Iterator[_B]:
     letters: list[Any] = []
-    b = EventBus(name=f"test:{request.node.name}"[:200])
     subscription = b.dead_letters.subscribe(letters.append)
     try:
         yield b

@@ -19,13 +19,29 @@ repeatable; otherwise they are seconds since recording started::
 
 ``rxbus.viz.marbles(rec)`` draws the recording.
 
-:class:`Recorder` keeps every event a bus publishes, for ``assert_published``; the pytest plugin
-(``rxbus.pytest_plugin``, registered by entry point) gives tests a ``bus`` fixture that fails
-the test on an unexpected dead letter.
+:class:`TestBus` is an :class:`~rxbus.EventBus` on virtual time: its ``thread`` and ``async``
+consumers, timers and time-based operators run only in :meth:`TestBus.drain` and
+:meth:`TestBus.advance`, in the test's own thread, so a test never sleeps::
+
+    >>> import rxbus.operators as ops
+    >>> bus = TestBus()
+    >>> batches = []
+    >>> _ = bus.subscribe(batches.append, ops.batch(seconds=5, max_size=10), mode="thread")
+    >>> _ = bus.publish("job.done", {"n": 1})
+    >>> bus.drain(); batches
+    []
+    >>> bus.advance(5); [[e.data["n"] for e in b] for b in batches], bus.now
+    ([[1]], 5.0)
+    >>> _ = bus.close()
+
+:class:`Recorder` keeps every event a bus publishes, for ``assert_published`` (a ``TestBus``
+has one); the pytest plugin (``rxbus.pytest_plugin``, registered by entry point) gives tests a
+``bus`` fixture that fails the test on an unexpected dead letter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,10 +49,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from reactivex import Observable, abc
+from reactivex.testing import TestScheduler
 
+from rxbus.bus import EventBus
+from rxbus.consumer import ManualExecutor
+from rxbus.deadletter import DeadLetter
+from rxbus.event import Event
 from rxbus.recorder import Recorder
 
-__all__ = ["Lane", "Notification", "Recorder", "Recording", "record"]
+__all__ = ["Lane", "Notification", "Recorder", "Recording", "TestBus", "record"]
 
 Kind = Literal["next", "error", "completed"]
 
@@ -275,3 +296,238 @@ def _clock(scheduler: abc.SchedulerBase | None) -> Callable[[], float]:
         return lambda: (scheduler.now - start_dt).total_seconds()
     start = time.perf_counter()
     return lambda: time.perf_counter() - start
+
+
+# -- virtual time for a whole bus ----------------------------------------------------------------
+
+MAX_DRAIN_STEPS = 10_000
+"""Rounds :meth:`TestBus.drain` runs before it decides the bus cannot settle (a consumer or a
+timer that schedules itself again at once, for ever)."""
+
+
+class VirtualClock(TestScheduler):
+    """The clock of a :class:`TestBus`: a ``reactivex.testing.TestScheduler`` (seconds as a
+    float, starting at 0) that the bus steps one due timer at a time, draining between them."""
+
+    __test__ = False  # not a pytest test class
+
+    def next_due(self) -> float | None:
+        """The time of the earliest pending timer, if any."""
+        with self._lock:
+            queue = self._queue
+            while queue:
+                item = queue.peek()
+                if not item.is_cancelled():
+                    return self.to_seconds(item.duetime)
+                queue.dequeue()
+        return None
+
+    def run_due(self) -> bool:
+        """Run every timer due now (in due order); True if one ran."""
+        ran = False
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return ran
+                item = self._queue.peek()
+                if item.duetime > self.now:
+                    return ran
+                self._queue.dequeue()
+            if not item.is_cancelled():
+                item.invoke()
+                ran = True
+
+    def move_to(self, seconds: float) -> None:
+        """Set the clock forward to ``seconds`` (never back); runs nothing."""
+        with self._lock:
+            if seconds > self.to_seconds(self._clock):
+                self._clock = seconds
+
+
+class _VirtualLoop(asyncio.SelectorEventLoop):
+    """An event loop that never runs on its own: :class:`TestBus` runs it until it has nothing
+    ready, and its ``time()`` is the bus's virtual clock, so ``await asyncio.sleep(5)`` ends
+    when the test advances 5 seconds."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        super().__init__()
+        self._virtual = clock
+
+    def time(self) -> float:
+        return float(self._virtual.clock)
+
+    def _has_work(self) -> bool:
+        if self._ready:  # type: ignore[attr-defined]
+            return True
+        scheduled = self._scheduled  # type: ignore[attr-defined]
+        return bool(scheduled) and scheduled[0].when() <= self.time()
+
+    def next_timer(self) -> float | None:
+        """When the earliest pending timer (``call_later``, ``asyncio.sleep``) is due."""
+        pending = [h.when() for h in self._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        return min(pending, default=None)
+
+    def run_ready(self) -> bool:
+        """Run the loop, one pass at a time, while anything is ready; True if anything ran."""
+        if self.is_running() or self.is_closed():  # drained from inside one of its own tasks
+            return False
+        ran = False
+        while self._has_work():
+            self.call_soon(self.stop)  # one pass, without waiting for I/O
+            self.run_forever()
+            ran = True
+        return ran
+
+    def shut(self) -> None:
+        """Cancel what is left and close the loop."""
+        if self.is_running() or self.is_closed():
+            return
+        tasks = asyncio.all_tasks(self)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            self.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self.close()
+
+
+class TestBus(EventBus):
+    """An :class:`~rxbus.EventBus` on virtual time, for tests that never sleep.
+
+    Everything that would run later runs only in :meth:`drain` and :meth:`advance`, in the
+    calling thread, in a deterministic order:
+
+    - ``thread`` consumers get no OS thread: they are scheduled on a manual executor (the
+      stand-in for the worker pool) and run in :meth:`drain`;
+    - ``async`` consumers run on a private event loop that no thread runs; :meth:`drain` runs
+      it until nothing is ready, and its ``loop.time()`` is the virtual clock, so
+      ``await asyncio.sleep(5)`` in a sink ends on ``advance(5)``;
+    - timers and time-based operators (``rxbus.operators.batch(seconds, ...)``,
+      ``reactivex.operators.debounce``, ``retry`` delays) use the virtual clock
+      (:attr:`scheduler`, a ``reactivex.testing.TestScheduler``) unless ``subscribe`` is given
+      another scheduler.
+
+    ``sync`` consumers run in the publisher's thread as on any bus. :attr:`published` and
+    :meth:`assert_published` come from a :class:`~rxbus.recorder.Recorder` (a ``sync``
+    consumer named ``recorder``) attached at construction.
+
+    What stays real, and why:
+
+    - event ``timestamp`` and ``id`` (they record when an event was made, not the test's clock);
+    - ``subscribe(..., dedicated=True)`` (asks for a real thread: it gets one) and a sink's own
+      blocking calls (a socket, ``time.sleep``, a lock another thread holds);
+    - ``await bus.next(...)``, ``bus.stream(...)``, ``request``: they wait on a loop that runs
+      by itself; use :meth:`drain` and :attr:`published` instead;
+    - :meth:`drain` and :meth:`advance` run the private loop, so they must be called from
+      synchronous code, not from inside a running event loop (an ``async def`` test);
+    - ``close(timeout)`` drains first, then reports at once (without waiting ``timeout``)
+      what only a later :meth:`advance` could have delivered.
+
+    Args:
+        name: the bus name (default ``"testbus"``); other keyword arguments as for
+            :class:`~rxbus.EventBus`.
+        record: attach the ``recorder`` consumer (it shows in ``metrics()`` like any
+            consumer); ``False`` for a bus whose metrics must see only the test's consumers.
+
+    Example:
+        >>> bus = TestBus()
+        >>> seen = []
+        >>> _ = bus.subscribe(lambda e: seen.append(e.topic), mode="thread")
+        >>> _ = bus.publish("a.b")
+        >>> seen
+        []
+        >>> bus.drain()
+        >>> seen
+        ['a.b']
+        >>> _ = bus.assert_published("a.*", count=1)
+        >>> bus.close()
+        []
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, *, name: str = "testbus", record: bool = True, **options: Any) -> None:
+        super().__init__(name=name, **options)
+        self.scheduler = VirtualClock()
+        self._virtual_loop = _VirtualLoop(self.scheduler)
+        self._manual = ManualExecutor(drive=self.drain)
+        host = self._host
+        host.executor = self._manual
+        host.timers = self.scheduler
+        host.manual = True
+        self._loop = self._virtual_loop
+        self.recorder: Recorder | None = Recorder(self) if record else None
+
+    @property
+    def now(self) -> float:
+        """The virtual time in seconds (0.0 when the bus was made)."""
+        return float(self.scheduler.clock)
+
+    def drain(self) -> None:
+        """Run every queued ``thread`` and ``async`` consumer, and every timer due now, until
+        nothing is left to do (no virtual time passes).
+
+        Raises:
+            RuntimeError: if it does not settle within :data:`MAX_DRAIN_STEPS` rounds.
+        """
+        for _ in range(MAX_DRAIN_STEPS):
+            ran = self._manual.run_pending()
+            ran = self._virtual_loop.run_ready() or ran
+            ran = self.scheduler.run_due() or ran
+            if not ran:
+                return
+        raise RuntimeError(
+            f"TestBus {self.name!r}: drain() did not settle after {MAX_DRAIN_STEPS} rounds; "
+            "a consumer or a timer schedules itself again at once without end"
+        )
+
+    def advance(self, seconds: float) -> None:
+        """Move the virtual clock ``seconds`` forward, firing each timer when it falls due and
+        draining after each (a timer sees what the ones before it did).
+
+        Raises:
+            ValueError: for a negative ``seconds``.
+        """
+        if not isinstance(seconds, int | float) or seconds < 0:
+            raise ValueError(f"seconds must be a number >= 0, got {seconds!r}")
+        target = self.now + seconds
+        self.drain()
+        while True:
+            due = [
+                t
+                for t in (self.scheduler.next_due(), self._virtual_loop.next_timer())
+                if t is not None
+            ]
+            if not due or min(due) > target:
+                break
+            self.scheduler.move_to(min(due))
+            self.drain()
+        self.scheduler.move_to(target)
+        self.drain()
+
+    def _recording(self) -> Recorder:
+        if self.recorder is None:
+            raise RuntimeError(
+                f"TestBus {self.name!r} was made with record=False: it keeps no published events"
+            )
+        return self.recorder
+
+    @property
+    def published(self) -> list[Event]:
+        """Every event published on this bus so far, in publish order."""
+        return self._recording().published
+
+    def assert_published(
+        self,
+        pattern: str = "**",
+        *,
+        data: Mapping[str, Any] | None = None,
+        count: int | None = None,
+    ) -> list[Event]:
+        """:meth:`rxbus.recorder.Recorder.assert_published` on everything this bus published."""
+        return self._recording().assert_published(pattern, data=data, count=count)
+
+    def close(self, timeout: float = 5.0) -> list[DeadLetter]:
+        """:meth:`rxbus.EventBus.close`, drained in virtual time; then the private loop closes."""
+        undelivered = super().close(timeout)
+        self._virtual_loop.shut()
+        return undelivered

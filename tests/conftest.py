@@ -132,6 +132,18 @@ def bus() -> Iterator[object]:
         b.close(timeout=5.0)
 
 
+@pytest.fixture
+def testbus() -> Iterator[object]:
+    """A fresh virtual-time TestBus (``drain()``, ``advance()``), closed after the test."""
+    from rxbus.testing import TestBus
+
+    b = TestBus(name="test")
+    try:
+        yield b
+    finally:
+        b.close()
+
+
 def run_example_pair(directory: Path, env: dict[str, str]) -> tuple[str, str]:
     """Run a two-process example as its docs page says: ``consumer.py`` started first, then
     ``producer.py`` to completion; returns both stdouts once the consumer has exited (each

@@ -39,7 +39,7 @@ from rxbus.bus._lifecycle import (
 from rxbus.bus._replay import ReplayStore, Seam, past
 from rxbus.bus._routing import Route, Router
 from rxbus.bus._stream import BusStream
-from rxbus.consumer import Consumer, Mode, make_consumer
+from rxbus.consumer import Consumer, Executor, Mode, make_consumer, worker_pool
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BusClosedError, PayloadError
 from rxbus.event import STRICT_JSON, Event, json_size
@@ -61,11 +61,15 @@ _SEAM_WINDOW = timedelta(seconds=60)
 class _Host:
     """The bus as its consumers see it (:class:`rxbus.consumer.ConsumerHost`)."""
 
-    __slots__ = ("_bus", "fail")
+    __slots__ = ("_bus", "executor", "fail", "manual", "timers")
 
     def __init__(self, bus: EventBus) -> None:
         self._bus = bus
         self.fail = bus._failure
+        # a virtual-time TestBus replaces these three (rxbus.testing)
+        self.executor: Executor = worker_pool()
+        self.timers: abc.SchedulerBase | None = None
+        self.manual = False
 
     @property
     def name(self) -> str:
@@ -323,6 +327,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         once: bool = False,
         weak: bool = False,
         model: type | None = None,
+        dedicated: bool = False,
     ) -> Consumer:
         """Subscribe ``sink`` to events matching ``topic``, through ``operators``.
 
@@ -334,8 +339,9 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 mode ``"async"``).
             operators: Rx operators applied in order, as in ``Observable.pipe``.
             topic: a topic pattern (``"hook.*"``, ``"build.**"``, ``"**"``).
-            mode: ``"sync"`` (publisher's thread), ``"thread"`` (own worker thread) or
-                ``"async"`` (the bus's asyncio loop).
+            mode: ``"sync"`` (publisher's thread), ``"thread"`` (the process's bounded worker
+                pool, one worker at a time for this consumer, in order) or ``"async"`` (the
+                bus's asyncio loop).
             queue_size: bound of the queue of a ``thread`` or ``async`` consumer, and of the
                 events handed to a busy ``sync`` one.
             overflow: what a full queue does (:class:`rxbus.Overflow`).
@@ -346,12 +352,16 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
             weak: hold ``sink`` weakly; dispose once its object is garbage-collected.
             model: hand the sink ``model`` instances validated from ``event.data``; an event
                 that does not validate is a dead letter naming the field.
+            dedicated: with ``mode="thread"``, run on a thread of this consumer's own instead
+                of the shared pool: for a sink that blocks for long (it would hold a shared
+                worker meanwhile).
 
         Returns:
             The :class:`Consumer`; ``dispose()`` it to unsubscribe.
 
         Raises:
             InvalidTopicError: for a malformed pattern.
+            ValueError: ``dedicated=True`` with a mode other than ``"thread"``.
             BusClosedError: after :meth:`close`.
 
         Example:
@@ -384,6 +394,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
                 overflow=overflow,
                 name=unique,
                 scheduler=scheduler,
+                dedicated=dedicated,
             )
         except BaseException:
             with self._lock:
@@ -627,8 +638,10 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
             everything was delivered. A second call waits for the first to finish (up to its
             own ``timeout``) and returns an empty list.
 
-        Called from a consumer's own worker thread, or on the loop the bus owns, ``close``
-        cannot wait for the consumers running there: they drain after it returns.
+        Called from a ``thread`` consumer's sink, ``close`` cannot wait for that consumer (it
+        drains after ``close`` returns) and runs other pooled consumers while it waits for
+        them; on the loop the bus owns, it cannot wait for the ``async`` consumers there: they
+        drain after it returns.
 
         Raises:
             RuntimeError: if called on the thread of a running loop the bus does not own while

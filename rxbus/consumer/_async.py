@@ -41,7 +41,7 @@ class AsyncConsumer(QueuedConsumer):
 
     def _make_scheduler(self, scheduler: abc.SchedulerBase | None) -> abc.SchedulerBase:
         self._loop = self.host.loop
-        if scheduler is None:
+        if scheduler is None and self.host.timers is None:
             # the loop serialises timer actions with the events already
             return AsyncIOThreadSafeScheduler(self._loop)
         return super()._make_scheduler(scheduler)
@@ -109,7 +109,7 @@ class AsyncConsumer(QueuedConsumer):
     def _start_task(self) -> None:
         loop = self._loop
         assert loop is not None
-        if self._in_loop():
+        if self._in_loop() or self.host.manual:  # a test's loop: runs when the test drives it
             self._task = loop.create_task(self._run(), name=f"rxbus-{self.name}")
             return
         ready = threading.Event()

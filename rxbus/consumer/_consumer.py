@@ -190,8 +190,11 @@ class Consumer(abc.DisposableBase):
         posted to this consumer like an event, on the user's scheduler or the shared timer."""
         if scheduler is not None:
             return PostingScheduler(scheduler, self._post_call)
+        timers = self.host.timers
         return PostingScheduler(
-            default_scheduler(), self._post_call, CurrentThreadScheduler.singleton()
+            default_scheduler() if timers is None else timers,
+            self._post_call,
+            CurrentThreadScheduler.singleton(),
         )
 
     @abstractmethod
@@ -458,7 +461,9 @@ class Consumer(abc.DisposableBase):
         """True when called from where this consumer runs (it cannot be waited for there)."""
 
     def wait_closed(self, timeout: float) -> bool:
-        return self._done.wait(timeout)
+        """Wait for the drain; through the executor, which may help (a pool worker runs other
+        consumers meanwhile, a virtual-time test drains everything first)."""
+        return self.host.executor.wait(self._done, timeout)
 
     def abandon(self, reason: Exception) -> list[DeadLetter]:
         """Count what is still queued as dropped and dead-letter it; returns the letters."""

@@ -7,11 +7,14 @@ import asyncio
 import threading
 from typing import TYPE_CHECKING, Protocol
 
+from reactivex import abc
+
 from rxbus.deadletter import DeadLetter
 from rxbus.metrics import MetricsRegistry
 
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.consumer._consumer import Consumer
+    from rxbus.consumer._pool import Executor
 
 __all__ = ["MAX_PUBLISH_DEPTH", "ConsumerHost", "delivery_depth"]
 
@@ -27,6 +30,23 @@ class ConsumerHost(Protocol):
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def executor(self) -> Executor:
+        """Where ``thread`` consumers run: the process's worker pool, or a test's."""
+        ...
+
+    @property
+    def timers(self) -> abc.SchedulerBase | None:
+        """The scheduler time-based operators use by default; None for the process's timer
+        thread (and, for ``async`` consumers, the loop's own timers)."""
+        ...
+
+    @property
+    def manual(self) -> bool:
+        """True when a test drives the loop, the executor and the timers itself (a
+        ``TestBus``): nothing runs until it does."""
+        ...
 
     def report(self, letter: DeadLetter) -> None:
         """Count and publish a dead letter."""

@@ -1,4 +1,5 @@
-"""Mode ``thread``: a bounded queue drained by the consumer's own worker thread."""
+"""Mode ``thread``: a bounded queue drained on the shared worker pool (:mod:`._pool`), or, with
+``dedicated=True``, by the consumer's own thread."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ from collections.abc import Callable
 from typing import Any
 
 from rxbus.consumer._consumer import Call, Consumer, Mode
+from rxbus.consumer._pool import Executor
 from rxbus.consumer._queue import OVERFLOWED, REFUSED
 from rxbus.deadletter import DeadLetter
 from rxbus.errors import BufferOverflowError, BusClosedError
 
-__all__ = ["QueuedConsumer", "ThreadConsumer"]
+__all__ = ["DedicatedThreadConsumer", "QueuedConsumer", "ThreadConsumer"]
+
+_get_ident = threading.get_ident
 
 
 class QueuedConsumer(Consumer):
@@ -33,7 +37,10 @@ class QueuedConsumer(Consumer):
                 self.dropped += 1
                 outcome = REFUSED
             else:
-                outcome, dropped = self._queue.put(event, not self.runs_here())
+                queue = self._queue
+                # whether this thread may wait for room matters only when the queue is full
+                can_wait = len(queue.items) < queue.capacity or self._can_wait()
+                outcome, dropped = queue.put(event, can_wait)
                 self.dropped += dropped
                 if outcome == OVERFLOWED:
                     self._accepting = False
@@ -52,6 +59,12 @@ class QueuedConsumer(Consumer):
             self._end(("error", err))
         elif wake:
             self._wake_outside()
+
+    def _can_wait(self) -> bool:
+        """Whether this thread may wait for room in the full queue (``Overflow.BLOCK``): not the
+        consumer's own, nor a pool worker (see :mod:`rxbus.consumer._pool`), nor a producer in
+        a virtual-time test, where nothing drains until the test does."""
+        return not self.runs_here() and self.host.executor.may_wait()
 
     def _post_call(self, fn: Callable[[], Any]) -> None:
         self._post_control(Call(fn))
@@ -123,7 +136,88 @@ class QueuedConsumer(Consumer):
 
 
 class ThreadConsumer(QueuedConsumer):
-    """A consumer whose chain runs on its own worker thread."""
+    """A consumer whose chain runs on the shared worker pool, one batch at a time.
+
+    While it has work it is *scheduled* (``_scheduled``, under its lock): in the pool's run
+    queue, or being run by one worker, never both and never twice, so its events are delivered
+    in order and its ``on_next`` is never called concurrently.
+    """
+
+    mode: Mode = "thread"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._scheduled = False  # in the run queue or running: nothing else may schedule it
+        self._runner = 0  # thread id of the worker running it now
+        self._executor: Executor = args[0].executor
+        self._submit = self._executor.submit
+        super().__init__(*args, **kwargs)
+        self._items = self._queue.items  # the same deque for the consumer's life
+        if self._async_sink:
+            raise ValueError(
+                f"sink {self.name!r} is an async def function: use mode='async' (or the "
+                "default), not mode='thread'"
+            )
+
+    def runs_here(self) -> bool:
+        return self._runner == _get_ident()
+
+    def push(self, event: Any) -> None:
+        # The common case inline (room in the queue): one publish reaching 1,000 consumers
+        # pays this 1,000 times.
+        lock = self._lock
+        lock.acquire()
+        if not self._accepting or len(self._items) >= self.queue_size:
+            lock.release()
+            super().push(event)  # refused, or an overflow policy to apply
+            return
+        self.received += 1
+        self._items.append(event)
+        if self._scheduled:
+            lock.release()
+            return
+        self._scheduled = True
+        lock.release()
+        self._submit(self)
+
+    def _wake_locked(self) -> bool:
+        if self._scheduled:
+            return False
+        self._scheduled = True
+        return True
+
+    def _wake_outside(self) -> None:
+        self._executor.submit(self)
+
+    def run_batch(self, limit: int) -> bool:
+        """Deliver up to ``limit`` queued items (the pool calls this); True if work remains."""
+        lock = self._lock
+        self._runner = _get_ident()
+        try:
+            for _ in range(limit):
+                with lock:
+                    item, control = self._next()
+                    if item is None:
+                        self._scheduled = False
+                        return False
+                if control:
+                    if self._handle_control(item):
+                        self._done.set()
+                        return False  # finished: it stays scheduled, so it is never run again
+                    continue
+                self._deliver(item)
+            with lock:
+                queue = self._queue
+                if queue.items or queue.calls or self._ending is not None:
+                    return True
+                self._scheduled = False
+                return False
+        finally:
+            self._runner = 0
+
+
+class DedicatedThreadConsumer(QueuedConsumer):
+    """A ``thread`` consumer with a thread of its own (``subscribe(..., dedicated=True)``): for a
+    sink that blocks for long, which on the pool would hold a shared worker."""
 
     mode: Mode = "thread"
 

@@ -33,6 +33,31 @@ def test_bus_fixture_records_and_closes(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=3)
 
 
+def test_testbus_fixture_runs_on_virtual_time_and_fails_on_dead_letters(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(
+        """
+        import rxbus.operators as ops
+
+        def test_batch(testbus):
+            got = []
+            testbus.subscribe(got.append, ops.batch(seconds=10, max_size=5), mode="thread")
+            testbus.publish("a")
+            testbus.advance(10)
+            assert len(got) == 1 and testbus.now == 10.0
+            testbus.assert_published("a", count=1)
+
+        def test_unexpected(testbus):
+            testbus.subscribe(lambda e: 1 / 0, mode="thread", name="boom")
+            testbus.publish("a")
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)  # test_unexpected passes, then fails at teardown
+    result.stdout.fnmatch_lines(["*1 unexpected dead letter(s)*", "*boom: ZeroDivisionError*"])
+
+
 def test_an_unexpected_dead_letter_fails_the_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """

@@ -20,6 +20,7 @@ from rxbus import (
     Overflow,
     PayloadError,
 )
+from rxbus.testing import TestBus
 from tests.conftest import wait_until
 
 
@@ -178,13 +179,31 @@ class TestSinks:
             wait_until(lambda: len(threads) == 10)
         assert set(threads) == {"rxbus-loop-loopy"}
 
-    def test_thread_sink_runs_on_its_own_worker(self, bus: EventBus) -> None:
+    def test_thread_sink_runs_on_a_pool_worker(self, bus: EventBus) -> None:
         names: list[str] = []
         bus.subscribe(
             lambda e: names.append(threading.current_thread().name), mode="thread", name="w"
         )
         bus.publish("a")
+        wait_until(lambda: len(names) == 1)
+        assert names[0].startswith("rxbus-worker-")
+
+    def test_a_dedicated_thread_sink_runs_on_its_own_thread(self, bus: EventBus) -> None:
+        names: list[str] = []
+        bus.subscribe(
+            lambda e: names.append(threading.current_thread().name),
+            mode="thread",
+            name="w",
+            dedicated=True,
+        )
+        bus.publish("a")
         wait_until(lambda: names == ["rxbus-w"])
+
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_dedicated_is_refused_outside_thread_mode(self, bus: EventBus, mode: str) -> None:
+        with pytest.raises(ValueError, match=f"dedicated=True .* nothing for mode='{mode}'"):
+            bus.subscribe(print, mode=mode, dedicated=True)  # type: ignore[arg-type]
+        assert bus.consumers == ()
 
     def test_async_def_sink_refuses_thread_mode(self, bus: EventBus) -> None:
         async def sink(e: Event) -> None: ...
@@ -330,7 +349,7 @@ def test_per_topic_metrics_stay_bounded_under_unique_topics(
 
 @pytest.mark.parametrize("mode", ["sync", "thread", "async"])
 def test_a_consumer_disposed_from_its_own_sink_counts_that_event_in_the_totals(mode: str) -> None:
-    bus = EventBus()
+    bus = TestBus(record=False)  # virtual time: the thread and async sinks run in drain()
     holder: list[Any] = []
     done = threading.Event()
 
@@ -340,8 +359,8 @@ def test_a_consumer_disposed_from_its_own_sink_counts_that_event_in_the_totals(m
 
     holder.append(bus.subscribe(once, mode=mode, name="once"))  # type: ignore[arg-type]
     bus.publish("a.b")
-    assert done.wait(10)
-    wait_until(lambda: bus.metrics()["delivered"] == 1, 10, "the disposed consumer's event")
+    bus.drain()
+    assert done.is_set()
     m = bus.metrics()
     assert m["consumers"] == {} and m["delivered"] == 1 and m["dropped"] == 0
     bus.close()

@@ -18,6 +18,7 @@ from reactivex.disposable import Disposable
 from reactivex.testing import TestScheduler
 
 from rxbus import BufferOverflowError, Consumer, DeadLetter, Event, EventBus, Overflow
+from rxbus.testing import TestBus
 from tests.conftest import wait_until, wait_until_async
 
 
@@ -283,20 +284,22 @@ class TestSyncOverflow:
         assert counts(c) == (3, 2, 0, 1, 0)
         assert errors(bus)[0].startswith("BufferOverflowError: consumer 'sink': 1 events")
 
-    def test_an_async_on_error_runs_on_the_bus_loop(self, bus: EventBus) -> None:
+    def test_an_async_on_error_runs_on_the_bus_loop(self, testbus: TestBus) -> None:
         """A sync consumer's async def on_error is awaited on the bus loop when it errors."""
-        seen = threading.Event()
+        bus = testbus
+        loops: list[asyncio.AbstractEventLoop] = []
         caught: list[Exception] = []
 
         class AsyncError(Recorder):
             async def on_error(self, error: Exception) -> None:  # type: ignore[override]
                 caught.append(error)
-                seen.set()
+                loops.append(asyncio.get_running_loop())
 
         _, c = overflowing_sink(bus, AsyncError)
         assert c.mode == "sync"
         bus.publish("a.first")
-        assert seen.wait(10)
+        bus.drain()
+        assert loops == [bus.loop]
         assert [type(e) for e in caught] == [BufferOverflowError] and counts(c) == (3, 2, 0, 1, 0)
 
     def test_an_on_error_that_raises_is_dead_lettered(self, bus: EventBus) -> None:
@@ -446,9 +449,20 @@ class TestLifecycleAttributes:
         assert c.is_disposed and chain_disposed == [True] and c.queued == 0
         assert counts(c) == (3, 1, 0, 2, 0) and c.processed == 3
 
-    def test_disposing_an_idle_thread_consumer_wakes_its_worker(self, bus: EventBus) -> None:
-        """Disposing a thread consumer whose worker sleeps stops the worker at once."""
+    def test_disposing_an_idle_pooled_thread_consumer_schedules_its_stop(
+        self, bus: EventBus
+    ) -> None:
+        """Disposing a pooled thread consumer with nothing queued schedules it once, to stop."""
         c = bus.subscribe(lambda e: None, mode="thread")
+        bus.publish("a")
+        wait_until(lambda: not c._scheduled and c.stats.delivered == 1, what="it to be idle")  # type: ignore[attr-defined]
+        c.dispose()
+        wait_until(lambda: c.done, what="it to stop")
+        assert counts(c) == (1, 1, 0, 0, 0) and c.is_disposed
+
+    def test_disposing_an_idle_thread_consumer_wakes_its_worker(self, bus: EventBus) -> None:
+        """Disposing a dedicated thread consumer whose worker sleeps stops the worker at once."""
+        c = bus.subscribe(lambda e: None, mode="thread", dedicated=True)
         bus.publish("a")
         # the worker's sleeping flag is the only sign that it waits for work
         wait_until(lambda: c._waiting and c.stats.delivered == 1, what="the worker to sleep")  # type: ignore[attr-defined]
@@ -458,8 +472,9 @@ class TestLifecycleAttributes:
 
 
 class TestAsyncConsumers:
-    def test_a_posted_timer_feeds_an_async_sink(self, bus: EventBus) -> None:
+    def test_a_posted_timer_feeds_an_async_sink(self, testbus: TestBus) -> None:
         """With a scheduler, an async consumer's timer actions are posted to its task, in turn."""
+        bus = testbus
         ts = TestScheduler()
         got: list[str] = []
 
@@ -469,9 +484,11 @@ class TestAsyncConsumers:
         c = bus.subscribe(sink, ops.map(lambda e: e.topic), ops.delay(1.0), scheduler=ts)
         assert c.mode == "async"
         bus.publish("a")
-        wait_until(lambda: c.stats.received == 1 and c.stats.queued == 0, what="the event taken")
+        bus.drain()
+        assert c.stats.received == 1 and c.stats.queued == 0 and got == []
         ts.advance_by(1.0)
-        wait_until(lambda: got == ["a"], what="the delayed event")
+        bus.drain()
+        assert got == ["a"]
         assert counts(c) == (1, 1, 0, 0, 0)
 
     def test_an_item_a_loop_timer_emits_is_awaited_by_the_drain_task(self, bus: EventBus) -> None:
@@ -488,9 +505,10 @@ class TestAsyncConsumers:
         assert counts(c) == (2, 2, 0, 0, 0)
 
     def test_an_async_on_completed_of_a_chain_done_at_subscribe_runs_on_the_loop(
-        self, bus: EventBus
+        self, testbus: TestBus
     ) -> None:
         """A chain completing while subscribed (off the loop): the async on_completed still runs."""
+        bus = testbus
         done = threading.Event()
 
         class Sink:
@@ -509,10 +527,12 @@ class TestAsyncConsumers:
 
         c = bus.subscribe(Sink(), completes_at_once)
         assert c.mode == "async" and c.finished and c not in bus.consumers
-        assert done.wait(10)
+        bus.drain()
+        assert done.is_set()
 
-    def test_take_zero_on_an_async_sink_subscribes_at_once(self, bus: EventBus) -> None:
+    def test_take_zero_on_an_async_sink_subscribes_at_once(self, testbus: TestBus) -> None:
         """subscribe(async_sink, take(0)) returns a finished consumer and completes the sink."""
+        bus = testbus
         done = threading.Event()
 
         class Sink:
@@ -523,7 +543,9 @@ class TestAsyncConsumers:
                 done.set()
 
         c = bus.subscribe(Sink(), ops.take(0))
-        assert c.finished and done.wait(10)
+        assert c.finished
+        bus.drain()
+        assert done.is_set()
 
     def test_an_async_on_completed_that_raises_is_dead_lettered(self) -> None:
         """An async on_completed raising at close gives a dead letter; close returns []."""
@@ -561,8 +583,9 @@ class TestAsyncConsumers:
         got, c = asyncio.run(main())
         assert got == ["a"] and counts(c) == (2, 1, 0, 1, 0)
 
-    def test_an_async_consumer_disposed_by_its_own_chain_is_retired(self, bus: EventBus) -> None:
+    def test_an_async_consumer_disposed_by_its_own_chain_is_retired(self) -> None:
         """A chain disposing its async consumer mid-event: the consumer is then retired."""
+        bus = TestBus(record=False)  # the bus totals must hold this consumer's counts alone
         me: list[Consumer] = []
 
         async def sink(e: Event) -> None:
@@ -570,8 +593,10 @@ class TestAsyncConsumers:
 
         me.append(bus.subscribe(sink, ops.do_action(lambda e: me[0].dispose()), name="once"))
         bus.publish("a")
-        wait_until(lambda: me[0].done, what="the drain task to end")
+        bus.drain()
+        assert me[0].done
         counts(me[0])
-        wait_until(lambda: "once" not in bus.metrics()["consumers"], 2.0, "the retirement")
+        assert "once" not in bus.metrics()["consumers"]
         m = bus.metrics()
         assert m["delivered"] + m["dropped"] == 1
+        assert bus.close() == []
