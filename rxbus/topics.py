@@ -19,7 +19,7 @@ pattern length times topic length, whatever the pattern (no regular expression t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 
 from rxbus.errors import InvalidTopicError
@@ -203,13 +203,14 @@ def _explain(value: str, *, allow_wildcards: bool) -> str:
 
 
 class _Node:
-    __slots__ = ("children", "double", "single", "values")
+    __slots__ = ("children", "double", "loops", "single", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, loops: bool = False) -> None:
         self.children: dict[str, _Node] = {}
         self.single: _Node | None = None  # the "*" child
         self.double: _Node | None = None  # the "**" child
         self.values: list[Any] = []
+        self.loops = loops  # a "**" node: it takes any segment and stays where it is
 
 
 class PatternTrie:
@@ -217,8 +218,8 @@ class PatternTrie:
 
     :meth:`match` finds the values of every pattern matching a topic by walking the topic's
     segments down the tree, so its cost grows with the topic's depth and the wildcards on its
-    path, not with the number of patterns subscribed. A ``(node, position)`` pair is visited at
-    most once, so patterns with many ``**`` cannot make it exponential.
+    path, not with the number of patterns subscribed. A node is live at most once per segment,
+    so patterns with many ``**`` cannot make it exponential.
 
         >>> trie = PatternTrie()
         >>> trie.add("hook.*", "a"); trie.add("hook.**", "b"); trie.add("build.error", "c")
@@ -265,30 +266,41 @@ class PatternTrie:
                 del parent.children[segment]
 
     def match(self, topic: str) -> list[Any]:
-        """The values of every pattern that matches ``topic``, each pattern's once."""
-        segments = topic.split(".")
-        n = len(segments)
+        """The values of every pattern that matches ``topic``, each pattern's once.
+
+        The tree is run as an automaton, one set of live nodes per segment: a segment moves a
+        node to its child of that name and to its ``*`` child; a ``**`` node (reached without
+        taking a segment) also stays live on every segment, as ``**`` takes zero or more.
+        """
+        live = _with_doubles((self._root,))
+        for segment in topic.split("."):
+            step = []
+            for node in live:
+                child = node.children.get(segment)
+                if child is not None:
+                    step.append(child)
+                if node.single is not None:
+                    step.append(node.single)
+                if node.loops:
+                    step.append(node)
+            if not step:
+                return []
+            live = _with_doubles(step)
         found: list[Any] = []
-        seen: set[tuple[int, int]] = set()
-        stack = [(self._root, 0)]
-        while stack:
-            node, i = stack.pop()
-            key = (id(node), i)
-            if key in seen:
-                continue
-            seen.add(key)
-            double = node.double
-            if double is not None:  # "**" takes zero or more of the remaining segments
-                stack.extend((double, k) for k in range(i, n + 1))
-            if i == n:
-                found.extend(node.values)
-                continue
-            child = node.children.get(segments[i])
-            if child is not None:
-                stack.append((child, i + 1))
-            if node.single is not None:
-                stack.append((node.single, i + 1))
+        for node in live:
+            found.extend(node.values)
         return found
+
+
+def _with_doubles(nodes: Iterable[_Node]) -> dict[_Node, None]:
+    """``nodes`` and the ``**`` children they reach without taking a segment, each once, in
+    order (a dict as an ordered set)."""
+    live: dict[_Node, None] = {}
+    for node in nodes:
+        while node is not None and node not in live:
+            live[node] = None
+            node = node.double  # type: ignore[assignment]
+    return live
 
 
 def _segments(pattern: str) -> list[str]:
@@ -303,7 +315,7 @@ def _child(node: _Node, segment: str) -> _Node:
         return node.single
     if segment == "**":
         if node.double is None:
-            node.double = _Node()
+            node.double = _Node(loops=True)
         return node.double
     child = node.children.get(segment)
     if child is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any
 
 from rxbus.consumer import Consumer
@@ -33,7 +34,7 @@ class Route:
 
     def __init__(self, consumers: tuple[Consumer, ...], counter: Counter) -> None:
         self.consumers = consumers
-        self.pushes: tuple[Callable[[Any], None], ...] = tuple(c.push for c in consumers)
+        self.pushes: tuple[Callable[[Any], None], ...] = tuple([c.push for c in consumers])
         self.increment = counter.increment
 
 
@@ -83,7 +84,8 @@ class Router:
                     counter = self._counters[topic] = Counter()
                 else:  # a stream of unique topics must not grow the metrics without bound
                     counter = self._counters.setdefault(OTHER_TOPICS, Counter())
-            matched = sorted(self._trie.match(topic), key=_by_seq)
+            matched = self._trie.match(topic)
+            matched.sort(key=_by_seq)
             route = Route(tuple(matched), counter)
             if len(self.routes) >= ROUTE_CACHE_LIMIT:
                 self.routes.clear()
@@ -95,5 +97,4 @@ class Router:
         return {t: c.value for t, c in sorted(self._counters.items())}
 
 
-def _by_seq(consumer: Consumer) -> int:
-    return consumer.seq
+_by_seq = attrgetter("seq")  # routes keep the subscription order

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rxbus import InvalidTopicError
 from rxbus.topics import (
@@ -92,3 +94,25 @@ class TestPatternTrie:
         trie = PatternTrie()
         trie.add("a.**.**", "v")
         assert trie.match("a") == ["v"] and trie.match("a.b.c") == ["v"] and trie.match("b") == []
+
+
+_SEGMENT = st.sampled_from(["a", "b", "c"])
+_PATTERN_SEGMENT = st.sampled_from(["a", "b", "c", "*", "**"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    patterns=st.lists(
+        st.lists(_PATTERN_SEGMENT, min_size=1, max_size=5).map(".".join), max_size=12
+    ),
+    topics=st.lists(st.lists(_SEGMENT, min_size=1, max_size=6).map(".".join), max_size=12),
+)
+def test_trie_finds_exactly_what_matches_finds(patterns: list[str], topics: list[str]) -> None:
+    """The trie agrees with the reference matcher on any patterns (duplicates, ``**`` runs,
+    ``**`` between segments) and topics: every matching subscription once, nothing else."""
+    trie = PatternTrie()
+    for i, pattern in enumerate(patterns):
+        trie.add(pattern, i)
+    for topic in topics:
+        expected = sorted(i for i, p in enumerate(patterns) if matches(p, topic))
+        assert sorted(trie.match(topic)) == expected, (patterns, topic)
