@@ -26,12 +26,15 @@ commit=${2:-$(git -C "$source_repo" rev-parse HEAD 2>/dev/null || echo HEAD)}
 work=$(mktemp -d -t rxbus-soak.XXXXXX)
 logs=$(mktemp -d -t rxbus-soak-logs.XXXXXX)
 busy=()
+suite=""
 
 cleanup() {
+  # a run stopped midway (Ctrl-C, TERM): its whole process group, servers and browsers too
+  [ -n "$suite" ] && kill -- -"$suite" 2>/dev/null
   for pid in "${busy[@]}"; do
     kill "$pid" 2>/dev/null
   done
-  wait "${busy[@]}" 2>/dev/null
+  wait 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -64,8 +67,11 @@ for run in $(seq "$runs"); do
   log=$logs/run-$run.log
   started=$(date '+%H:%M:%S')
   t0=$(date +%s)
-  (cd "$clone" && CI=true make test) >"$log" 2>&1
+  (cd "$clone" && CI=true exec setsid make test) >"$log" 2>&1 &
+  suite=$!
+  wait "$suite"
   rc=$?
+  suite=""
   wall=$(($(date +%s) - t0))
   verdict=pass
   if [ "$rc" -ne 0 ]; then
