@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.conftest import free_port, require_binary
+from tests.conftest import free_port, require_binary, wait_until
 
 T = TypeVar("T")
 
@@ -63,21 +62,19 @@ class NatsServer:
     def wait_ready(self, timeout: float) -> None:
         """Poll the monitor's ``/healthz`` (ok once JetStream has recovered its streams)."""
         url = f"http://127.0.0.1:{self.monitor_port}/healthz"
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def healthy() -> bool:
             assert self.process is not None
             if self.process.poll() is not None:
                 tail = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
                 raise RuntimeError(f"nats-server exited with {self.process.returncode}: {tail}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as reply:
-                    if reply.status == 200:
-                        return
+                    return reply.status == 200
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nats-server on port {self.port} not ready in {timeout}s")
-            time.sleep(0.02)
+                return False
+
+        wait_until(healthy, timeout, f"nats-server on port {self.port}", interval=0.02)
 
     def kill(self) -> None:
         """SIGKILL the server (no shutdown, no final flush) and reap it."""

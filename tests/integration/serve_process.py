@@ -31,9 +31,16 @@ def rxbus_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "rxbus", *args]
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment for ``rxbus`` subprocesses: this checkout importable, no stray settings."""
+def child_env(*, measured: bool = True, **extra: str) -> dict[str, str]:
+    """The environment for ``rxbus`` subprocesses: this checkout importable, no stray settings.
+
+    ``measured=False`` leaves coverage out of the child (under ``--cov`` it roughly doubles a
+    short process's start-up): for tests that start hundreds of processes whose code paths other
+    tests measure.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("RXBUS_")}
+    if not measured:
+        env.pop("COVERAGE_PROCESS_CONFIG", None)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env

@@ -21,6 +21,7 @@ from rxbus import Overflow
 from rxbus.event import Event
 from rxbus.server.app import ServerConfig
 from rxbus.server.outlet import Gap, Outlet
+from tests.conftest import wait_until_async
 from tests.integration.serve_process import ServeProcess
 
 DROPPING = [Overflow.DROP_OLDEST, Overflow.DROP_NEWEST, Overflow.LATEST, Overflow.ERROR]
@@ -192,10 +193,12 @@ def test_a_client_that_stops_acknowledging_costs_bounded_memory(tmp_path: Path) 
             counts = json.loads(raw)["server"]
             release.set()
             want = total - counts["client_dropped"]
-            deadline = loop.time() + 30
-            while sum(1 for b in batches for i in b["events"] if "gap" not in i) < want:
-                assert loop.time() < deadline, "the queued events did not arrive"
-                await asyncio.sleep(0.05)
+            await wait_until_async(
+                lambda: sum(1 for b in batches for i in b["events"] if "gap" not in i) >= want,
+                30,
+                "the queued events to arrive",
+                interval=0.05,
+            )
             await client.disconnect()
             return before, after, counts, batches
 
@@ -314,10 +317,7 @@ def test_events_published_from_another_thread_reach_a_page() -> None:
             loop = asyncio.get_running_loop()
             for n in range(50):
                 await loop.run_in_executor(None, lambda n=n: bus.publish("th.x", {"n": n}))
-            deadline = loop.time() + 10
-            while len(got) < 50:
-                assert loop.time() < deadline, f"got {len(got)} of 50"
-                await asyncio.sleep(0.02)
+            await wait_until_async(lambda: len(got) >= 50, 10, "50 events", interval=0.02)
             return got
         finally:
             await client.disconnect()

@@ -53,10 +53,16 @@ def find_sdist(directory: Path) -> Path:
         return found[-1]
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:"]
     cmd += ["--no-deps", wanted, "-d", str(directory)]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    except subprocess.TimeoutExpired:
-        raise SdistUnavailable(f"pip download {wanted} timed out (no package index?)") from None
+    # pip prepares an sdist's metadata even for a download; in an isolated build environment
+    # that means installing pyee's build backend first (most of a minute on a loaded machine).
+    # This interpreter's setuptools does it in a second; isolation is the fallback.
+    for extra in (["--no-build-isolation"], []):
+        try:
+            done = subprocess.run(cmd + extra, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            raise SdistUnavailable(f"pip download {wanted} timed out (no package index?)") from None
+        if done.returncode == 0:
+            break
     found = sorted(directory.glob("pyee-*.tar.gz"))
     if done.returncode or not found:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from rxbus import Event, EventBus
+from tests.conftest import wait_until
 
 PER_PRODUCER = 5_000
 THREADS = 8
@@ -103,8 +104,7 @@ def test_subscribe_and_dispose_while_publishing_keep_routes_correct() -> None:
     for round_ in range(200):
         got: list[Event] = []
         c = bus.subscribe(got.append, topic="load.*" if round_ % 2 else "load.x")
-        while not got:
-            pass
+        wait_until(lambda got=got: got, 10, "the new consumer's first event", interval=0.001)
         c.dispose()
         seen = len(got)
         # after dispose returned, at most the publishes already past routing may land

@@ -64,6 +64,11 @@ def test_an_event_that_crashes_its_process_is_dead_lettered(
         server.url, "ORDERS", "billing", str(handled_file),
         "--crash-on-topic", "orders.poison", "--max-deliver", "2", "--ack-wait", "0.5",
     ]  # fmt: skip
+    wanted = {e.id for e in events}
+
+    def handled_ids() -> set[str]:
+        return set(handled_file.read_text().split()) if handled_file.exists() else set()
+
     exits = []
     for _ in range(3):  # deliveries 1 and 2 crash the process; the 3rd start dead-letters it
         proc = subprocess.Popen(cmd, env=environ_with(), stdin=subprocess.DEVNULL)
@@ -72,7 +77,14 @@ def test_an_event_that_crashes_its_process_is_dead_lettered(
         except subprocess.TimeoutExpired:
             code = None
         if code is None:
-            wait_until(lambda: len(dead_letters(server)) == 1, 30, "the dead letter", interval=0.1)
+            # the dead letter and the events behind the poison: the process is stopped only
+            # once both are done (the dead letter alone came first under load)
+            wait_until(
+                lambda: len(dead_letters(server)) == 1 and handled_ids() >= wanted,
+                60,
+                "the dead letter and the five other events handled",
+                interval=0.1,
+            )
             proc.terminate()
             assert proc.wait(30) == 0
         exits.append(code)

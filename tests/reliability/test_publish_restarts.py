@@ -47,7 +47,9 @@ def test_thousand_publishes_across_two_restarts_lose_and_duplicate_nothing(tmp_p
                 str(server.spool_dir),
             ),
             capture_output=True,
-            env=child_env(),
+            # unmeasured: 1,000 start-ups under coverage double the test's time, and
+            # test_publish_cli.py measures the same publish and spool paths
+            env=child_env(measured=False),
             timeout=60,
         )
         with done_lock:
