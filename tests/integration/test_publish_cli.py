@@ -162,7 +162,8 @@ class TestBadInput:
         with ServeProcess(tmp_path, token="right", args=("--max-event-bytes", "500")) as server:
             spool = Spool.for_url(server.spool_dir, server.url)
             wrong = publish("tok.x", url=server.url, spool=server.spool_dir, token="wrong")
-            assert spool.pending() == 1
+            # spooled: the server's own scan of its spool (every 2 s) may already have
+            # delivered it, so the count here is not checked; it is delivered once, below
             big = publish(
                 "big.x",
                 "--data",
