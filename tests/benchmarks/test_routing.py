@@ -24,19 +24,10 @@ import pytest
 from rxbus import EventBus
 from rxbus.bus._routing import ROUTE_CACHE_LIMIT, TOPIC_METRICS_LIMIT
 from tests.benchmarks.conftest import Recorder
+from tests.benchmarks.test_core import Tally
 
 BATCH = 1_000
 MATCHING = ["app.*.done", "app.**", "**", "*.*.done", "**.done"]  # match every app.<x>.done
-
-
-class Tally:
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def hit(self, _event: object) -> None:
-        self.n += 1
 
 
 @pytest.fixture
