@@ -43,6 +43,4 @@ def orjson_packet_class() -> type:
     """python-socketio's ``Packet`` with the orjson codec and without the binary scan."""
     from socketio import packet
 
-    return type(
-        "_ServerPacket", (packet.Packet,), {"json": _Codec, "uses_binary_events": False}
-    )
+    return type("_ServerPacket", (packet.Packet,), {"json": _Codec, "uses_binary_events": False})
