@@ -40,6 +40,7 @@ from rxbus.event import Event
 from rxbus.policies import Overflow
 from rxbus.server.ingest import MAX_ID_CHARS, Rejected, events_from_body, events_from_payload
 from rxbus.server.outlet import Gap, Outlet
+from rxbus.server.packet import orjson_packet_class
 from rxbus.topics import compile_pattern, validate_pattern
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -193,6 +194,7 @@ class RxbusServer:
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             max_http_buffer_size=config.max_body,
+            serializer=orjson_packet_class(),
             logger=False,
             engineio_logger=False,
         )

@@ -25,6 +25,8 @@ import pytest
 from rxbus.event import Event
 from rxbus.server.app import STATIC, RxbusServer, ServerConfig
 from tests.conftest import free_port, require_binary
+from tests.integration.dashboard_speed import page_totals, run_burst
+from tests.integration.embedded_serve import EmbeddedServe
 from tests.integration.serve_process import ROOT, ServeProcess
 from tests.integration.test_publish_cli import publish
 
@@ -225,14 +227,6 @@ def server_counts(server: ServeProcess) -> dict[str, int]:
     return dict(json.loads(body)["server"])
 
 
-def page_totals(page: Any) -> dict[str, int]:
-    """The totals the page shows in its Topics table."""
-    return {
-        r.get_attribute("data-topic"): int(r.query_selector("td.total").text_content())
-        for r in page.query_selector_all("#rate-rows tr")
-    }
-
-
 def short_time(event: Event) -> str:
     """An event's time as the page shows it (the test browser runs in UTC)."""
     return event.timestamp.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
@@ -397,6 +391,35 @@ class TestAtSpeed:
             until(page, "document.getElementById('lag').dataset.behind === 'no'")
             assert page.text_content("#lag") == "up to date"
             assert page.errors == []
+
+    def test_twenty_thousand_a_second_leave_exact_counts_in_the_sampled_view(
+        self, page: Any, tmp_path: Path
+    ) -> None:
+        """An application embedding the server publishes 20,000 events/s on its bus for 8 s:
+        the page shows the sampled view and how far behind it is while the burst lasts, then
+        accounts for every event (received, or counted in a visible gap), shows the bus's own
+        totals, and goes back to live. Counts only: the timings (input delay, long tasks,
+        frames) are reported by tests/benchmarks/test_dashboard_speed.py, never asserted."""
+        with EmbeddedServe(tmp_path, rate=20_000, seconds=8) as server:
+            run = run_burst(page, server)
+            until(page, "document.getElementById('lag').dataset.behind === 'no'")
+        during, final = run["during"], run["final"]
+        assert run["report"]["sent"] == 160_000
+        assert run["settled"], {k: final[k] for k in ("received", "notShown", "mode")}
+        assert run["bus_totals"] == {f"dash.speed.t{k}": 40_000 for k in range(4)}
+        assert run["page_totals"] == run["bus_totals"]
+        assert final["received"] + final["notShown"] == 160_000
+        assert run["received_text"] == str(final["received"])
+        assert run["not_shown_text"] == str(final["notShown"])
+        assert final["drawn"] + final["sampledOut"] == final["received"]
+        assert final["reconnects"] == 0
+        # While the burst lasted: the sampled view and the lag were on screen; after it, live.
+        assert "sampled" in during["mode"], during["mode"]
+        assert any(t.startswith("behind: ") for t in during["lag"]), during["lag"][:10]
+        assert run["mode_now"] == "live"
+        assert page.text_content("#lag") == "up to date"
+        assert during["delays"], "no click was measured"  # the benchmark reports their delay
+        assert page.errors == []
 
 
 class TestToken:
