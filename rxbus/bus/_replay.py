@@ -72,8 +72,12 @@ class Seam:
     """Joins a replay's past and live parts.
 
     Live events are buffered until the past is out. An event published around the moment the
-    live subscription started can be in both parts; it is emitted once: a past event already
-    buffered is skipped, and a buffered event already emitted as past is skipped at the drain.
+    live subscription started can be in both parts; it is emitted once, as past (in its place
+    in the past's order), and skipped when the buffer drains or when it arrives live later.
+
+    Emitting it in its past place keeps each producer's order: the past holds a prefix of each
+    producer's events and the buffer the rest, so a past event must never wait for the drain
+    (a later past event of the same producer would overtake it).
     """
 
     def __init__(
@@ -105,10 +109,10 @@ class Seam:
         self._observer.on_completed()
 
     def emit_past(self, event: Event, *, remember: bool) -> None:
+        """Emit a past event; ``remember`` it (or an event already buffered live) so that its
+        live copy is skipped."""
         with self._lock:
-            if event.id in self._buffered:
-                return
-            if remember:
+            if remember or event.id in self._buffered:
                 self._emitted.add(event.id)
         self.emit(event)
 
