@@ -360,6 +360,67 @@ class TestSyncEmitter:
         bus.publish("a", {"n": 2})
         assert counts(c) == (2, 1, 1, 0, 0)
 
+    def test_a_base_exception_through_a_chain_leaves_the_consumer_usable(
+        self, bus: EventBus
+    ) -> None:
+        """A BaseException from the sink of a consumer with operators propagates out of
+        publish, and the consumer is not left busy: the next publish is delivered."""
+        got: list[int] = []
+
+        def sink(n: int) -> None:
+            if n == 1:
+                raise _Interrupt
+            got.append(n)
+
+        c = bus.subscribe(sink, ops.map(lambda e: e.data["n"]))
+        with pytest.raises(_Interrupt):
+            bus.publish("a", {"n": 1})
+        bus.publish("a", {"n": 2})
+        assert got == [2] and c.stats.received == 2
+
+    def test_a_handed_over_event_that_fails_is_counted_and_dead_lettered(
+        self, bus: EventBus
+    ) -> None:
+        """A sink publishing to itself hands the event over; when that one raises in the drain,
+        it is counted as failed and dead-lettered, and the consumer goes on."""
+        seen: list[int] = []
+
+        def sink(e: Event) -> None:
+            seen.append(e.data["n"])
+            if e.data["n"] == 0:
+                bus.publish("a", {"n": 1})  # handed over: this consumer is busy
+                bus.publish("a", {"n": 2})
+            elif e.data["n"] == 1:
+                raise ValueError("one")
+
+        c = bus.subscribe(sink)
+        bus.publish("a", {"n": 0})
+        assert seen == [0, 1, 2]
+        assert counts(c) == (3, 2, 1, 0, 0)
+        [letter] = bus.recent_dead_letters()
+        assert letter.event.data == {"n": 1} and str(letter.error) == "one"
+
+    def test_a_base_exception_in_the_drain_reaches_the_publisher_and_frees_the_consumer(
+        self, bus: EventBus
+    ) -> None:
+        """A handed-over event whose sink raises a BaseException: it reaches the publisher that
+        drains, is counted, and the consumer is not left busy."""
+        seen: list[int] = []
+
+        def sink(e: Event) -> None:
+            seen.append(e.data["n"])
+            if e.data["n"] == 0:
+                bus.publish("a", {"n": 1})  # handed over, delivered after this returns
+            elif e.data["n"] == 1:
+                raise _Interrupt
+
+        c = bus.subscribe(sink)
+        with pytest.raises(_Interrupt):
+            bus.publish("a", {"n": 0})
+        bus.publish("a", {"n": 2})
+        assert seen == [0, 1, 2]
+        assert counts(c) == (3, 2, 1, 0, 0)
+
     def test_a_timer_due_while_the_sink_runs_is_run_after_it(self, bus: EventBus) -> None:
         """A timer action falling due inside the sink is queued and run once the sink returns."""
         ts = TestScheduler()
