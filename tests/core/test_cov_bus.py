@@ -654,3 +654,30 @@ def test_publishing_and_subscribing_after_close_are_refused(bus: EventBus) -> No
         bus.publish("a")
     with pytest.raises(BusClosedError, match="bus 'test' is closed; subscribe refused"):
         bus.subscribe(print)
+
+
+def test_a_stream_that_fails_at_every_subscribe_gives_its_error_to_the_subscriber(
+    bus: EventBus,
+) -> None:
+    """A piped stream whose chain errors each time it is subscribed is tried START_ATTEMPTS
+    times (a dead letter each), then its subscriber gets the error; a subscriber whose own
+    on_error raises adds one dead letter, and nothing reaches the caller."""
+    errors: list[Exception] = []
+
+    def fail_at_subscribe(source: Observable[Any]) -> Observable[Any]:
+        def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Disposable:
+            observer.on_error(ValueError("always"))  # while being subscribed, synchronously
+            return Disposable()
+
+        return Observable(subscribe)
+
+    always = bus.events.pipe(fail_at_subscribe)
+    always.subscribe(print, on_error=errors.append)
+    assert [str(e) for e in errors] == ["always"]
+    assert [str(d.error) for d in bus.recent_dead_letters()] == ["always"] * 3
+
+    def raising(err: Exception) -> None:
+        raise RuntimeError("observer")
+
+    always.subscribe(print, on_error=raising)
+    assert [str(d.error) for d in bus.recent_dead_letters()][3:] == ["always"] * 3 + ["observer"]
