@@ -421,6 +421,24 @@ class TestSyncEmitter:
         assert seen == [0, 1, 2]
         assert counts(c) == (3, 2, 1, 0, 0)
 
+    def test_a_busy_sync_consumer_with_drop_newest_drops_what_does_not_fit(
+        self, bus: EventBus
+    ) -> None:
+        """Events handed to a busy sync consumer past its queue_size are dropped and counted
+        under Overflow.DROP_NEWEST; the one that fit is delivered after the sink returns."""
+        seen: list[int] = []
+
+        def sink(e: Event) -> None:
+            seen.append(e.data["n"])
+            if e.data["n"] == 0:
+                bus.publish("a", {"n": 1})  # handed over: fits (queue_size=1)
+                bus.publish("a", {"n": 2})  # does not fit: dropped
+
+        c = bus.subscribe(sink, queue_size=1, overflow=Overflow.DROP_NEWEST)
+        bus.publish("a", {"n": 0})
+        assert seen == [0, 1]
+        assert counts(c) == (3, 2, 0, 1, 0)
+
     def test_a_timer_due_while_the_sink_runs_is_run_after_it(self, bus: EventBus) -> None:
         """A timer action falling due inside the sink is queued and run once the sink returns."""
         ts = TestScheduler()
