@@ -35,8 +35,7 @@ from typing import Any
 import pytest
 
 from tests.benchmarks.conftest import Recorder
-from tests.conftest import require_binary
-from tests.integration.dashboard_speed import figures, markdown, run_burst
+from tests.integration.dashboard_speed import chromium, figures, markdown, run_burst
 from tests.integration.embedded_serve import EmbeddedServe
 
 pytestmark = [pytest.mark.needs_chromium, pytest.mark.timeout(600)]
@@ -44,21 +43,12 @@ pytestmark = [pytest.mark.needs_chromium, pytest.mark.timeout(600)]
 RATES = (1_000, 5_000, 20_000)
 SECONDS = 15.0
 INPUT_DELAY_TARGET_MS = 100.0
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    executable = require_binary("chromium", "chromium-browser")
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 def one_rate(browser: Any, directory: Path, rate: int, seconds: float) -> dict[str, Any]:

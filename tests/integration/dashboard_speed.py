@@ -15,11 +15,40 @@ page is watched by an init script, from outside the dashboard's code:
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from tests.conftest import require_binary
 from tests.integration.embedded_serve import EmbeddedServe
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    """The system's headless Chromium under Playwright (skips, or fails under CI, without it)."""
+    executable = require_binary("chromium", "chromium-browser")
+    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
 
 CLICK_EVERY_MS = 250
 SETTLE_S = 60.0  # after the burst, how long the page may take to account for every event

@@ -24,22 +24,14 @@ import pytest
 
 from rxbus.event import Event
 from rxbus.server.app import STATIC, RxbusServer, ServerConfig
-from tests.conftest import free_port, require_binary
-from tests.integration.dashboard_speed import page_totals, run_burst
+from tests.conftest import free_port
+from tests.integration.dashboard_speed import chromium, page_totals, run_burst
 from tests.integration.embedded_serve import EmbeddedServe
 from tests.integration.serve_process import ROOT, ServeProcess
 from tests.integration.test_publish_cli import publish
 
 pytestmark = [pytest.mark.needs_chromium, pytest.mark.timeout(180)]
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 WAIT_MS = 15_000
 # The page has seen the server go: "disconnected" lasts only until its first reconnect attempt
 # fails (0.5-1.5 s later), then it shows "refused"; a loaded browser can poll past the first.
@@ -53,16 +45,8 @@ XSS_DATA = {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    executable = require_binary("chromium", "chromium-browser")
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture

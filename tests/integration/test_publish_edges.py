@@ -160,9 +160,7 @@ class TestUnwritableSpool:
 
 
 class TestHooksStayFast:
-    def test_a_hung_server_is_given_up_on_and_the_event_is_spooled(
-        self, tmp_path: Path
-    ) -> None:
+    def test_a_hung_server_is_given_up_on_and_the_event_is_spooled(self, tmp_path: Path) -> None:
         """SIGSTOPped server: the call gives up on it and returns, and the event is spooled;
         resumed, the server gets each event once.
 
