@@ -125,6 +125,31 @@ class TestChainFailures:
         [letter] = bus.recent_dead_letters()
         assert letter.event is bad and str(letter.error) == "raw"
 
+    def test_a_chain_failing_from_its_timer_again_and_again_gives_up(self, bus: EventBus) -> None:
+        """A chain whose timer fails it one second after every subscription, with no event in
+        between: rebuilt twice, then, on the third failure in a row, the consumer finishes and
+        the sink gets the error (building it again cannot help)."""
+        ts = TestScheduler()
+        sink = Recorder()
+
+        def fails_after_a_second(source: Observable[Any]) -> Observable[Any]:
+            def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Any:
+                def fail_now(*_: Any) -> None:
+                    observer.on_error(ValueError("timer"))
+
+                scheduler.schedule_relative(1.0, fail_now)
+                return source.subscribe(observer, scheduler=scheduler)
+
+            return Observable(subscribe)
+
+        c = bus.subscribe(sink, fails_after_a_second, scheduler=ts)
+        ts.advance_to(2.0)
+        assert not c.finished and sink.errors == []  # failed twice, rebuilt each time
+        ts.advance_to(3.0)
+        assert c.finished and [str(e) for e in sink.errors] == ["timer"]
+        assert [str(d.error) for d in bus.recent_dead_letters()] == ["timer"] * 3
+        assert c not in bus.consumers
+
     def test_a_chain_whose_disposal_raises_is_still_rebuilt(self, bus: EventBus) -> None:
         """A failed chain whose disposal raises is replaced anyway; later events are delivered."""
         sink = Recorder()
