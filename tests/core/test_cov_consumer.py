@@ -575,6 +575,19 @@ class TestLifecycleAttributes:
         assert counts(c) == (1, 1, 0, 0, 0) and c.is_disposed
 
 
+class _AsyncSink:
+    """An ``async def`` observer that sets ``done`` when it completes."""
+
+    def __init__(self, done: threading.Event) -> None:
+        self.done = done
+
+    async def on_next(self, e: Event) -> None:
+        pass
+
+    async def on_completed(self) -> None:
+        self.done.set()
+
+
 class TestAsyncConsumers:
     def test_a_posted_timer_feeds_an_async_sink(self, testbus: TestBus) -> None:
         """With a scheduler, an async consumer's timer actions are posted to its task, in turn."""
@@ -615,13 +628,6 @@ class TestAsyncConsumers:
         bus = testbus
         done = threading.Event()
 
-        class Sink:
-            async def on_next(self, e: Event) -> None:
-                pass
-
-            async def on_completed(self) -> None:
-                done.set()
-
         def completes_at_once(source: Observable[Any]) -> Observable[Any]:
             def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Any:
                 observer.on_completed()
@@ -629,7 +635,7 @@ class TestAsyncConsumers:
 
             return Observable(subscribe)
 
-        c = bus.subscribe(Sink(), completes_at_once)
+        c = bus.subscribe(_AsyncSink(done), completes_at_once)
         assert c.mode == "async" and c.finished and c not in bus.consumers
         bus.drain()
         assert done.is_set()
@@ -639,14 +645,7 @@ class TestAsyncConsumers:
         bus = testbus
         done = threading.Event()
 
-        class Sink:
-            async def on_next(self, e: Event) -> None:
-                pass
-
-            async def on_completed(self) -> None:
-                done.set()
-
-        c = bus.subscribe(Sink(), ops.take(0))
+        c = bus.subscribe(_AsyncSink(done), ops.take(0))
         assert c.finished
         bus.drain()
         assert done.is_set()
