@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import socketio
 
 from rxbus.spool import Spool
 from tests.conftest import free_port, wait_until
+from tests.integration.dashboard_watcher import DashboardWatcher
 from tests.integration.serve_process import ROOT, ServeProcess, child_env, rxbus_cmd
 
 pytestmark = pytest.mark.timeout(180)
@@ -48,28 +48,12 @@ def hook(
     )
 
 
-class Watcher:
-    """A Socket.IO client subscribed like the dashboard: every event it is sent, in order."""
-
-    def __init__(self, url: str, pattern: str) -> None:
-        self.url, self.pattern = url, pattern
-        self.received: list[dict[str, Any]] = []
-        self.client = socketio.Client(reconnection=False)
-        self.client.on("event", self.received.append)
-
-    def __enter__(self) -> Watcher:
-        self.client.connect(self.url, wait_timeout=10)
-        ack = self.client.call("subscribe", {"pattern": self.pattern, "last_id": None}, timeout=10)
-        assert ack["ok"], ack
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.disconnect()
-
-
 def test_hooks_reach_the_dashboard(tmp_path: Path) -> None:
     """hook.sh and hook.py each publish one event; the dashboard's subscription gets both once."""
-    with ServeProcess(tmp_path / "serve") as server, Watcher(server.url, "hook.**") as watcher:
+    with (
+        ServeProcess(tmp_path / "serve") as server,
+        DashboardWatcher(server.url, "hook.**") as watcher,
+    ):
         for n, script in enumerate(("hook.sh", "hook.py")):
             result = hook(script, {"tool": "Bash", "n": n}, server.url, server.spool_dir)
             assert result.returncode == 0 and result.stderr == b"", result.stderr
@@ -115,7 +99,7 @@ def test_duplicates_from_two_paths_fixed(tmp_path: Path) -> None:
         assert len(server.history("hook.**")) == 2
 
         audit = tmp_path / "audit.jsonl"
-        with Watcher(server.url, "agent.**") as watcher:
+        with DashboardWatcher(server.url, "agent.**") as watcher:
             agent = subprocess.run(
                 [sys.executable, str(EXAMPLE / "agent.py"), "--count", "50", "--audit", str(audit)],
                 capture_output=True,
