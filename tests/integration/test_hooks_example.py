@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +127,31 @@ def test_duplicates_from_two_paths_fixed(tmp_path: Path) -> None:
 
 
 def test_a_stuck_server_does_not_block_the_hook(tmp_path: Path) -> None:
-    """A server that accepts connections but never answers: hook.sh still exits 0, with the
-    event spooled, while that server has not sent a single byte."""
+    """A server that accepts connections but never answers: the seed hook waits its 5 s read
+    timeout and loses the event; hook.sh exits 0 with the event spooled, while that server has
+    not sent a single byte, and returns about as fast as a bare Python start-up.
+
+    Timing under load: the seed's wait is bounded below by its own timeout, so ``>= 5 s`` holds
+    on any machine; for hook.sh, the best of 3 calls must return within 2 s of ``python -c
+    pass`` measured just before it (as in test_publish_edges), a bound far under the seed's."""
+    spool = tmp_path / "spool"
     with socket.socket() as stuck:
         stuck.bind(("127.0.0.1", 0))
         stuck.listen(16)  # connections complete in the backlog; nothing ever reads or answers
         url = f"http://127.0.0.1:{stuck.getsockname()[1]}"
-        result = hook("hook.sh", {"tool": "Bash"}, url, tmp_path / "spool")
-        assert result.returncode == 0 and result.stderr == b""
-        assert Spool.for_url(tmp_path / "spool", url).pending() == 1
+        start = time.perf_counter()
+        seed = hook("seed_hook.py", {"tool": "seed"}, url, spool)
+        seed_took = time.perf_counter() - start
+        took, floor = [], []
+        for n in range(3):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            floor.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            result = hook("hook.sh", {"tool": "Bash", "n": n}, url, spool)
+            took.append(time.perf_counter() - start)
+            assert result.returncode == 0 and result.stderr == b""
+        assert Spool.for_url(spool, url).pending() == 3
+    assert seed.returncode != 0 and b"timed out" in seed.stderr  # blocked, then lost
+    assert seed_took >= 5.0
+    assert any(t < f + 2.0 for t, f in zip(took, floor, strict=True)), (took, floor)
