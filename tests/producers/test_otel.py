@@ -98,6 +98,42 @@ def test_one_trace_from_publish_through_thread_and_async_consumers(
 
 
 @pytest.mark.parametrize("mode", ["sync", "thread", "async"])
+def test_each_delivery_is_a_child_span_of_its_publish(
+    bus: EventBus, exporter: InMemorySpanExporter, mode: str
+) -> None:
+    """In every mode, each delivery runs in its own CONSUMER span, the child of its event's
+    publish span, with the topic, consumer, mode and outcome as attributes."""
+    threads: list[str] = []
+
+    def take(event: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    async def atake(event: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    bus.subscribe(atake if mode == "async" else take, topic="job.*", mode=mode, name="worker")
+    published = [bus.publish("job.run", {"n": n}) for n in range(3)]
+    bus.close()  # drains the thread and async consumers: every delivery span has ended
+    publishes = {
+        s.attributes["messaging.message.id"]: s for s in spans(exporter, "job.run publish")
+    }
+    deliveries = spans(exporter, "job.run process")
+    assert len(deliveries) == 3 and len(threads) == 3
+    assert (threading.current_thread().name in threads) is (mode == "sync")
+    for delivery in deliveries:
+        parent = publishes[delivery.attributes["messaging.message.id"]]
+        assert delivery.kind is SpanKind.CONSUMER
+        assert delivery.context.trace_id == parent.context.trace_id
+        assert delivery.parent is not None and delivery.parent.span_id == parent.context.span_id
+        assert delivery.attributes["messaging.destination.name"] == "job.run"
+        assert delivery.attributes["rxbus.consumer"] == "worker"
+        assert delivery.attributes["rxbus.mode"] == mode
+        assert delivery.attributes["rxbus.outcome"] == "delivered"
+        assert delivery.status.status_code is StatusCode.UNSET
+    assert sorted(publishes) == sorted(e.id for e in published)
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "async"])
 def test_failing_sink_records_exception_and_is_dead_lettered(
     bus: EventBus, exporter: InMemorySpanExporter, mode: str
 ) -> None:
