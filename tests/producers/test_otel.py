@@ -160,6 +160,59 @@ def test_failing_sink_records_exception_and_is_dead_lettered(
     assert consumer.stats.failed == 1 and consumer.stats.delivered == 0
 
 
+@pytest.mark.parametrize("mode", ["sync", "thread", "async"])
+def test_an_operator_failure_is_recorded_on_a_span(
+    bus: EventBus, exporter: InMemorySpanExporter, mode: str
+) -> None:
+    """User code failing in a consumer's chain (ops.transform) never reaches the sink; its dead
+    letter is recorded on a span of its own, the child of the event's publish span."""
+    letters: list[Any] = []
+    bus.dead_letters.subscribe(letters.append)
+
+    def price(event: Any) -> Any:
+        raise Boom(f"no price for {event.data['sku']}")
+
+    async def asink(value: Any) -> None:
+        pass
+
+    sink = asink if mode == "async" else (lambda value: None)
+    bus.subscribe(sink, ops.transform(price), topic="shop.*", mode=mode, name="pricer")
+    event = bus.publish("shop.order", {"sku": "A-1"})
+    bus.close()
+    [letter] = letters
+    [publish] = spans(exporter, "shop.order publish")
+    [span] = spans(exporter, "shop.order process")
+    assert span.parent is not None and span.parent.span_id == publish.context.span_id
+    assert span.context.trace_id == publish.context.trace_id
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["rxbus.outcome"] == "dead_lettered"
+    assert span.attributes["rxbus.consumer"] == letter.consumer == "pricer"
+    assert span.attributes["rxbus.attempts"] == letter.attempts
+    assert span.attributes["messaging.message.id"] == event.id
+    [exc] = [e for e in span.events if e.name == "exception"]
+    assert exc.attributes["exception.message"] == "no price for A-1"
+
+
+def test_a_sink_failure_is_recorded_once_per_event(
+    bus: EventBus, exporter: InMemorySpanExporter
+) -> None:
+    """A sink that raises the same exception object for every event: one ERROR span per event
+    (its delivery span), none added for its dead letter."""
+    shared = Boom("always")
+
+    def fail(event: Any) -> None:
+        raise shared
+
+    bus.subscribe(fail, topic="job.*", mode="thread", name="w")
+    for n in range(3):
+        bus.publish("job.run", {"n": n})
+    bus.close()
+    processed = spans(exporter, "job.run process")
+    assert len(processed) == 3 and len(bus.recent_dead_letters()) == 3
+    assert {s.attributes["rxbus.mode"] for s in processed} == {"thread"}
+    assert {s.status.status_code for s in processed} == {StatusCode.ERROR}
+
+
 def test_existing_traceparent_is_kept(bus: EventBus, exporter: InMemorySpanExporter) -> None:
     """An event that arrives with a traceparent keeps it; its delivery joins that trace."""
     incoming = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
