@@ -236,7 +236,12 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> N
     assert len(events) == len({e.id for e in events}) == 5  # start, 3 batches, done
     topics = by_topic(events)
     assert lines_of(topics["build.output"], "stdout") == ["before", "during", "after"]
-    assert topics["build.done"][0].data["stdout"] == {"lines": 3, "bytes": 20}
+    done = topics["build.done"][0].data
+    assert done["stdout"] == {"lines": 3, "bytes": 20}
+    # each line was read when the test wrote it, a server restart apart: its time says so
+    batches = sorted(topics["build.output"], key=lambda e: e.data["seq"])
+    read_at = [at for b in batches for _, at in b.data["times"]]
+    assert len(read_at) == 3 and read_at[0] < read_at[1] < read_at[2] <= done["duration_s"]
 
 
 def test_nowhere_to_put_events_still_runs_the_build(tmp_path: Path) -> None:
