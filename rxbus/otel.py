@@ -14,9 +14,14 @@ does not import OpenTelemetry):
   raises, the exception is recorded on the span, its status set to ERROR, and the exception
   re-raised, so the bus still dead-letters the event. A sink behind a ``batch`` operator gets a
   list of events: its span links to each event's context instead of having one parent.
+- every other dead letter of the bus (an operator's user code failing in a consumer's chain, an
+  ``Overflow.ERROR`` overflow, an event left undelivered at close) is recorded on a
+  ``"<topic> process"`` span of its own, the child of the event's trace context: the exception,
+  status ERROR, ``rxbus.outcome`` ``dead_lettered`` and ``rxbus.attempts``.
 
 Consumers subscribed *before* ``instrument`` are not wrapped: their deliveries have no span
-(their events still carry ``traceparent``). ``instrument`` warns, naming them.
+(their events still carry ``traceparent``, and their dead letters are recorded as above).
+``instrument`` warns, naming them.
 
     >>> from opentelemetry.sdk.trace import TracerProvider
     >>> from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -40,7 +45,9 @@ Needs the ``otel`` extra: ``pip install 'rxbus-events[otel]'``.
 
 from __future__ import annotations
 
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -58,11 +65,15 @@ from rxbus.event import Event  # noqa: E402
 if TYPE_CHECKING:  # pragma: no cover
     from rxbus.bus import EventBus
     from rxbus.consumer import Consumer
+    from rxbus.deadletter import DeadLetter
 
 __all__ = ["Instrumentation", "instrument"]
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _MAX_LINKS = 128
+# Sink failures recorded on a delivery span whose dead letter has not come by yet: it comes
+# straight after the failure, so this stays near empty; the bound covers one that never comes.
+_MAX_PENDING = 1024
 _SYSTEM = "rxbus"
 
 
@@ -74,6 +85,9 @@ class Instrumentation:
         self.tracer = tracer
         self._publish = bus.publish
         self._subscribe = bus.subscribe
+        self._pending: OrderedDict[int, tuple[BaseException, int]] = OrderedDict()
+        self._pending_lock = threading.Lock()
+        self._dead_letters = bus.dead_letters.subscribe(self._on_dead_letter)
 
     def publish(self, topic: str | Event, data: Any = None, **kwargs: Any) -> Event:
         """``bus.publish`` in a PRODUCER span whose context goes into the event's metadata."""
@@ -114,7 +128,9 @@ class Instrumentation:
 
     def subscribe(self, sink: Any, *operators: Any, **kwargs: Any) -> Consumer:
         """``bus.subscribe`` with ``sink`` wrapped so each delivery runs in a CONSUMER span."""
-        traced = _wrap(sink, self.tracer, kwargs.get("name"), str(kwargs.get("mode", "sync")))
+        traced = _wrap(
+            sink, self.tracer, kwargs.get("name"), str(kwargs.get("mode", "sync")), self._recorded
+        )
         if kwargs.get("name") is None and not _has_own_name(sink):
             # the name the bus gives such a sink, which it would not find on the wrapper
             plain = callable(sink) and not hasattr(sink, "on_next")
@@ -125,13 +141,52 @@ class Instrumentation:
         return consumer
 
     def uninstrument(self) -> None:
-        """Give the bus its own ``publish`` and ``subscribe`` back.
+        """Give the bus its own ``publish`` and ``subscribe`` back, and stop recording its dead
+        letters.
 
-        Consumers subscribed while instrumented keep their spans.
+        Consumers subscribed while instrumented keep their delivery spans.
         """
+        self._dead_letters.dispose()
         for attr in ("publish", "subscribe"):
             if getattr(getattr(self.bus, attr, None), "__self__", None) is self:
                 delattr(self.bus, attr)
+
+    def _recorded(self, err: BaseException) -> None:
+        """A traced sink recorded ``err`` on its delivery span: its dead letter needs no span."""
+        with self._pending_lock:
+            _, count = self._pending.pop(id(err), (err, 0))
+            self._pending[id(err)] = (err, count + 1)
+            if len(self._pending) > _MAX_PENDING:
+                self._pending.popitem(last=False)
+
+    def _on_dead_letter(self, letter: DeadLetter) -> None:
+        """Record a dead letter on a span, unless its delivery span has it already."""
+        err = letter.error
+        with self._pending_lock:
+            pending, count = self._pending.pop(id(err), (None, 0))
+            if pending is not None:  # the same object: the entry holds it, so its id is its own
+                if count > 1:
+                    self._pending[id(err)] = (err, count - 1)
+                return
+        parent, links, topic, event_id, batch = _origin(letter.event)
+        span = self.tracer.start_span(
+            f"{topic} process", context=parent, kind=SpanKind.CONSUMER, links=links
+        )
+        if span.is_recording():
+            attributes: dict[str, Any] = {
+                "messaging.system": _SYSTEM,
+                "messaging.operation.type": "process",
+                "messaging.destination.name": topic,
+                "rxbus.consumer": letter.consumer,
+                "rxbus.attempts": letter.attempts,
+            }
+            if event_id:
+                attributes["messaging.message.id"] = event_id
+            if batch is not None:
+                attributes["messaging.batch.message_count"] = batch
+            span.set_attributes(attributes)
+            _record_failure(span, err)
+        span.end()
 
 
 def instrument(
@@ -184,11 +239,17 @@ def _has_own_name(sink: Any) -> bool:
     return getattr(sink, "__self__", None) is not None
 
 
-def _wrap(sink: Any, tracer: trace.Tracer, name: str | None, mode: str) -> _TracedSink:
+def _wrap(
+    sink: Any,
+    tracer: trace.Tracer,
+    name: str | None,
+    mode: str,
+    recorded: Callable[[BaseException], None],
+) -> _TracedSink:
     on_next = getattr(sink, "on_next", None)
     target = on_next if callable(on_next) else sink
     is_async = _is_coroutine_function(target)
-    traced = (_AsyncTracedSink if is_async else _TracedSink)(sink, target, tracer)
+    traced = (_AsyncTracedSink if is_async else _TracedSink)(sink, target, tracer, recorded)
     traced.consumer_name = name or ""
     traced.mode = "async" if is_async else mode
     return traced
@@ -209,10 +270,17 @@ class _TracedSink:
     ``close``) is the wrapped sink's own, so the consumer treats it as the sink itself.
     """
 
-    def __init__(self, sink: Any, target: Callable[..., Any], tracer: trace.Tracer) -> None:
+    def __init__(
+        self,
+        sink: Any,
+        target: Callable[..., Any],
+        tracer: trace.Tracer,
+        recorded: Callable[[BaseException], None],
+    ) -> None:
         self.__dict__["_sink"] = sink
         self.__dict__["_target"] = target
         self.__dict__["_tracer"] = tracer
+        self.__dict__["_recorded"] = recorded
         self.__dict__["consumer_name"] = ""
         self.__dict__["mode"] = "sync"
 
@@ -232,6 +300,7 @@ class _TracedSink:
             self._target(value)
         except BaseException as err:
             _record_failure(span, err)
+            self._recorded(err)
             raise
         else:
             span.set_attribute("rxbus.outcome", "delivered")
@@ -276,6 +345,7 @@ class _AsyncTracedSink(_TracedSink):
             await self._target(value)
         except BaseException as err:
             _record_failure(span, err)
+            self._recorded(err)
             raise
         else:
             span.set_attribute("rxbus.outcome", "delivered")

@@ -9,14 +9,15 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-import socketio
 
 from rxbus.spool import Spool
 from tests.conftest import free_port, wait_until
+from tests.integration.dashboard_watcher import DashboardWatcher
 from tests.integration.serve_process import ROOT, ServeProcess, child_env, rxbus_cmd
 
 pytestmark = pytest.mark.timeout(180)
@@ -48,28 +49,12 @@ def hook(
     )
 
 
-class Watcher:
-    """A Socket.IO client subscribed like the dashboard: every event it is sent, in order."""
-
-    def __init__(self, url: str, pattern: str) -> None:
-        self.url, self.pattern = url, pattern
-        self.received: list[dict[str, Any]] = []
-        self.client = socketio.Client(reconnection=False)
-        self.client.on("event", self.received.append)
-
-    def __enter__(self) -> Watcher:
-        self.client.connect(self.url, wait_timeout=10)
-        ack = self.client.call("subscribe", {"pattern": self.pattern, "last_id": None}, timeout=10)
-        assert ack["ok"], ack
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.disconnect()
-
-
 def test_hooks_reach_the_dashboard(tmp_path: Path) -> None:
     """hook.sh and hook.py each publish one event; the dashboard's subscription gets both once."""
-    with ServeProcess(tmp_path / "serve") as server, Watcher(server.url, "hook.**") as watcher:
+    with (
+        ServeProcess(tmp_path / "serve") as server,
+        DashboardWatcher(server.url, "hook.**") as watcher,
+    ):
         for n, script in enumerate(("hook.sh", "hook.py")):
             result = hook(script, {"tool": "Bash", "n": n}, server.url, server.spool_dir)
             assert result.returncode == 0 and result.stderr == b"", result.stderr
@@ -115,7 +100,7 @@ def test_duplicates_from_two_paths_fixed(tmp_path: Path) -> None:
         assert len(server.history("hook.**")) == 2
 
         audit = tmp_path / "audit.jsonl"
-        with Watcher(server.url, "agent.**") as watcher:
+        with DashboardWatcher(server.url, "agent.**") as watcher:
             agent = subprocess.run(
                 [sys.executable, str(EXAMPLE / "agent.py"), "--count", "50", "--audit", str(audit)],
                 capture_output=True,
@@ -142,12 +127,31 @@ def test_duplicates_from_two_paths_fixed(tmp_path: Path) -> None:
 
 
 def test_a_stuck_server_does_not_block_the_hook(tmp_path: Path) -> None:
-    """A server that accepts connections but never answers: hook.sh still exits 0, with the
-    event spooled, while that server has not sent a single byte."""
+    """A server that accepts connections but never answers: the seed hook waits its 5 s read
+    timeout and loses the event; hook.sh exits 0 with the event spooled, while that server has
+    not sent a single byte, and returns about as fast as a bare Python start-up.
+
+    Timing under load: the seed's wait is bounded below by its own timeout, so ``>= 5 s`` holds
+    on any machine; for hook.sh, the best of 3 calls must return within 2 s of ``python -c
+    pass`` measured just before it (as in test_publish_edges), a bound far under the seed's."""
+    spool = tmp_path / "spool"
     with socket.socket() as stuck:
         stuck.bind(("127.0.0.1", 0))
         stuck.listen(16)  # connections complete in the backlog; nothing ever reads or answers
         url = f"http://127.0.0.1:{stuck.getsockname()[1]}"
-        result = hook("hook.sh", {"tool": "Bash"}, url, tmp_path / "spool")
-        assert result.returncode == 0 and result.stderr == b""
-        assert Spool.for_url(tmp_path / "spool", url).pending() == 1
+        start = time.perf_counter()
+        seed = hook("seed_hook.py", {"tool": "seed"}, url, spool)
+        seed_took = time.perf_counter() - start
+        took, floor = [], []
+        for n in range(3):
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "pass"], check=True)
+            floor.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            result = hook("hook.sh", {"tool": "Bash", "n": n}, url, spool)
+            took.append(time.perf_counter() - start)
+            assert result.returncode == 0 and result.stderr == b""
+        assert Spool.for_url(spool, url).pending() == 3
+    assert seed.returncode != 0 and b"timed out" in seed.stderr  # blocked, then lost
+    assert seed_took >= 5.0
+    assert any(t < f + 2.0 for t, f in zip(took, floor, strict=True)), (took, floor)

@@ -182,6 +182,68 @@ def test_server_down_spools_then_serve_delivers(tmp_path: Path) -> None:
     assert not Spool.for_url(spool, url).pending()
 
 
+# Echoes each line of its stdin, so the test decides when the command prints what.
+ECHO = "import sys\nfor line in sys.stdin:\n    print(line.rstrip('\\n'), flush=True)\n"
+
+
+def test_server_killed_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """rxbus serve SIGKILLed while the build runs, then restarted: what was sent before goes
+    straight in, the batch made during the outage is spooled and delivered at the restart, the
+    rest goes straight in again; the server holds every event of the run exactly once."""
+    server = ServeProcess(tmp_path / "serve").start()
+    spool = Spool.for_url(server.spool_dir, server.url)
+    proc = subprocess.Popen(
+        run_cmd(
+            server.url,
+            server.spool_dir,
+            sys.executable,
+            "-c",
+            ECHO,
+            extra=("--quiet", "--flush", "0.05"),
+        ),
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_env(),
+    )
+    assert proc.stdin is not None
+
+    def say(line: str) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(line.encode() + b"\n")
+        proc.stdin.flush()
+
+    def stored_lines() -> list[str]:
+        outputs = [Event.from_dict(d) for d in server.history("build.output")]
+        return lines_of(outputs, "stdout")
+
+    try:
+        say("before")
+        wait_until(lambda: stored_lines() == ["before"], 30, "the first batch at the server")
+        server.stop(signal.SIGKILL)
+        say("during")
+        wait_until(lambda: spool.pending() == 1, 30, "the outage's batch in the spool")
+        server.start()
+        _, err = proc.communicate(b"after\n", timeout=60)  # and closes stdin: the command ends
+        assert proc.returncode == 0, err
+        wait_until(lambda: len(server.history("build.done")) == 1, 30, "build.done")
+        wait_until(lambda: spool.pending() == 0, 30, "the spool delivered at the restart")
+        events = [Event.from_dict(d) for d in server.history("build.**")]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    assert b"1 event(s) spooled" in err
+    assert len(events) == len({e.id for e in events}) == 5  # start, 3 batches, done
+    topics = by_topic(events)
+    assert lines_of(topics["build.output"], "stdout") == ["before", "during", "after"]
+    done = topics["build.done"][0].data
+    assert done["stdout"] == {"lines": 3, "bytes": 20}
+    # each line was read when the test wrote it, a server restart apart: its time says so
+    batches = sorted(topics["build.output"], key=lambda e: e.data["seq"])
+    read_at = [at for b in batches for _, at in b.data["times"]]
+    assert len(read_at) == 3 and read_at[0] < read_at[1] < read_at[2] <= done["duration_s"]
+
+
 def test_nowhere_to_put_events_still_runs_the_build(tmp_path: Path) -> None:
     """Server down and the spool unwritable: the command still runs to its end, rxbus run exits
     with its code, and says how many events were lost and why."""
@@ -265,9 +327,10 @@ def peak_rss_mb(cmd: list[str]) -> tuple[int, float]:
 
 @pytest.mark.slow
 def test_bounded_memory_for_a_large_stream(tmp_path: Path, record_property: Any) -> None:
-    """256 MB of output: every line arrives, in order, and the monitor's peak memory stays
-    within 64 MB of its peak for a command with no output."""
-    mb = int(os.environ.get("RXBUS_RUN_MB", "256"))
+    """1 GiB of output (the issue's figure; about 10 s here): every line arrives, in order, and
+    the monitor's peak memory stays within 64 MB of its peak for a command with no output.
+    ``RXBUS_RUN_MB`` sets another amount."""
+    mb = int(os.environ.get("RXBUS_RUN_MB", "1024"))
     with IngestCounter() as server:
         code, floor = peak_rss_mb(run_cmd(server.url, tmp_path / "s", "true", extra=("--quiet",)))
         assert code == 0

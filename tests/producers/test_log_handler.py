@@ -287,6 +287,31 @@ class TestLoguruSink:
             loguru_logger.remove(handler_id)
         assert sink.stats == {"published": 0, "dropped": 1, "suppressed": 1}
 
+    def test_rxbus_logging_for_real_does_not_loop(self, bus: EventBus) -> None:
+        """A real rxbus log record (the bus logs a dead-letter observer that raised), with
+        rxbus's logs enabled into the sink: suppressed, so no log event feeds the failing
+        consumer again, and the publish that caused it returns normally."""
+        sink = loguru_sink(bus)
+        handler_id = loguru_logger.add(sink, level="INFO")
+        loguru_logger.enable("rxbus")
+
+        def broken_observer(letter: object) -> None:
+            raise RuntimeError("observer down")
+
+        def failing(event: object) -> None:
+            raise ValueError("consumer down")
+
+        bus.dead_letters.subscribe(broken_observer)
+        consumer = bus.subscribe(failing, topic="**", name="failing")
+        try:
+            bus.publish("app.start")
+        finally:
+            loguru_logger.disable("rxbus")
+            loguru_logger.remove(handler_id)
+        assert sink.stats == {"published": 0, "dropped": 0, "suppressed": 1}
+        assert [e.topic for e in bus.history()] == ["app.start"]
+        assert consumer.stats.failed == 1
+
     def test_a_logging_worker_with_a_dropping_queue_does_not_deadlock(self, bus: EventBus) -> None:
         """loguru holds its handler lock while it calls a sink. A thread consumer that logs
         through the same handler must not use Overflow.BLOCK (a publisher blocked on its full

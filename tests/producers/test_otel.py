@@ -98,6 +98,42 @@ def test_one_trace_from_publish_through_thread_and_async_consumers(
 
 
 @pytest.mark.parametrize("mode", ["sync", "thread", "async"])
+def test_each_delivery_is_a_child_span_of_its_publish(
+    bus: EventBus, exporter: InMemorySpanExporter, mode: str
+) -> None:
+    """In every mode, each delivery runs in its own CONSUMER span, the child of its event's
+    publish span, with the topic, consumer, mode and outcome as attributes."""
+    threads: list[str] = []
+
+    def take(event: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    async def atake(event: Any) -> None:
+        threads.append(threading.current_thread().name)
+
+    bus.subscribe(atake if mode == "async" else take, topic="job.*", mode=mode, name="worker")
+    published = [bus.publish("job.run", {"n": n}) for n in range(3)]
+    bus.close()  # drains the thread and async consumers: every delivery span has ended
+    publishes = {
+        s.attributes["messaging.message.id"]: s for s in spans(exporter, "job.run publish")
+    }
+    deliveries = spans(exporter, "job.run process")
+    assert len(deliveries) == 3 and len(threads) == 3
+    assert (threading.current_thread().name in threads) is (mode == "sync")
+    for delivery in deliveries:
+        parent = publishes[delivery.attributes["messaging.message.id"]]
+        assert delivery.kind is SpanKind.CONSUMER
+        assert delivery.context.trace_id == parent.context.trace_id
+        assert delivery.parent is not None and delivery.parent.span_id == parent.context.span_id
+        assert delivery.attributes["messaging.destination.name"] == "job.run"
+        assert delivery.attributes["rxbus.consumer"] == "worker"
+        assert delivery.attributes["rxbus.mode"] == mode
+        assert delivery.attributes["rxbus.outcome"] == "delivered"
+        assert delivery.status.status_code is StatusCode.UNSET
+    assert sorted(publishes) == sorted(e.id for e in published)
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "async"])
 def test_failing_sink_records_exception_and_is_dead_lettered(
     bus: EventBus, exporter: InMemorySpanExporter, mode: str
 ) -> None:
@@ -122,6 +158,59 @@ def test_failing_sink_records_exception_and_is_dead_lettered(
     assert exc.attributes["exception.message"] == "bad 1"
     assert [str(dl.error) for dl in letters] == ["bad 1"]
     assert consumer.stats.failed == 1 and consumer.stats.delivered == 0
+
+
+@pytest.mark.parametrize("mode", ["sync", "thread", "async"])
+def test_an_operator_failure_is_recorded_on_a_span(
+    bus: EventBus, exporter: InMemorySpanExporter, mode: str
+) -> None:
+    """User code failing in a consumer's chain (ops.transform) never reaches the sink; its dead
+    letter is recorded on a span of its own, the child of the event's publish span."""
+    letters: list[Any] = []
+    bus.dead_letters.subscribe(letters.append)
+
+    def price(event: Any) -> Any:
+        raise Boom(f"no price for {event.data['sku']}")
+
+    async def asink(value: Any) -> None:
+        pass
+
+    sink = asink if mode == "async" else (lambda value: None)
+    bus.subscribe(sink, ops.transform(price), topic="shop.*", mode=mode, name="pricer")
+    event = bus.publish("shop.order", {"sku": "A-1"})
+    bus.close()
+    [letter] = letters
+    [publish] = spans(exporter, "shop.order publish")
+    [span] = spans(exporter, "shop.order process")
+    assert span.parent is not None and span.parent.span_id == publish.context.span_id
+    assert span.context.trace_id == publish.context.trace_id
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["rxbus.outcome"] == "dead_lettered"
+    assert span.attributes["rxbus.consumer"] == letter.consumer == "pricer"
+    assert span.attributes["rxbus.attempts"] == letter.attempts
+    assert span.attributes["messaging.message.id"] == event.id
+    [exc] = [e for e in span.events if e.name == "exception"]
+    assert exc.attributes["exception.message"] == "no price for A-1"
+
+
+def test_a_sink_failure_is_recorded_once_per_event(
+    bus: EventBus, exporter: InMemorySpanExporter
+) -> None:
+    """A sink that raises the same exception object for every event: one ERROR span per event
+    (its delivery span), none added for its dead letter."""
+    shared = Boom("always")
+
+    def fail(event: Any) -> None:
+        raise shared
+
+    bus.subscribe(fail, topic="job.*", mode="thread", name="w")
+    for n in range(3):
+        bus.publish("job.run", {"n": n})
+    bus.close()
+    processed = spans(exporter, "job.run process")
+    assert len(processed) == 3 and len(bus.recent_dead_letters()) == 3
+    assert {s.attributes["rxbus.mode"] for s in processed} == {"thread"}
+    assert {s.status.status_code for s in processed} == {StatusCode.ERROR}
 
 
 def test_existing_traceparent_is_kept(bus: EventBus, exporter: InMemorySpanExporter) -> None:
