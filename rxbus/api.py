@@ -51,6 +51,9 @@ RELEASE_THREAD = "rxbus-release"
 _FINISHED_REMEMBERED = 10_000  # correlation ids remembered to explain a late or second reply
 
 
+_API_STATE_LOCK = threading.Lock()  # creates a bus's _ApiState once
+
+
 class _ApiState:
     """What the mixin keeps per bus: named consumers and the requests awaiting a reply."""
 
@@ -78,14 +81,23 @@ class BusApi:
     name: str
     publish: Callable[..., Event]
     subscribe: Callable[..., Consumer]
+    _rxbus_api: _ApiState  # made on first use by _api()
 
     # -- bookkeeping -----------------------------------------------------------------------
 
     def _api(self) -> _ApiState:
-        state = self.__dict__.get("_rxbus_api")
-        if state is None:
-            state = self.__dict__.setdefault("_rxbus_api", _ApiState())
-        return state
+        # A plain attribute, not self.__dict__: on CPython 3.11 reading __dict__ turns the
+        # instance's inline attributes into a dict that the interpreter cannot specialise
+        # attribute reads on, and every self.x in publish took the slow path.
+        try:
+            return self._rxbus_api
+        except AttributeError:
+            with _API_STATE_LOCK:
+                try:
+                    return self._rxbus_api
+                except AttributeError:
+                    self._rxbus_api = _ApiState()
+                    return self._rxbus_api
 
     def _api_subscribed(self, consumer: Consumer, bind: Callable[[Consumer], None]) -> None:
         """Called by ``subscribe`` with each new consumer: remember its name, bind its wrapper."""

@@ -18,18 +18,19 @@ class Counter:
     ``itertools.count.__next__`` is atomic in CPython, so concurrent increments are never lost.
     """
 
-    __slots__ = ("_count", "increment")
+    __slots__ = ("count", "increment")
 
     def __init__(self) -> None:
-        self._count = itertools.count()
-        self.increment = self._count.__next__
+        self.count = itertools.count()
+        """``next(counter.count)`` adds one and returns the count before it."""
+        self.increment = self.count.__next__
         """Add one. Bound once so the hot path pays a single call."""
 
     @property
     def value(self) -> int:
         # repr(count(n)) == "count(n)": the next value, i.e. how many were taken. (Its
         # __reduce__ would say the same, but itertools pickling is gone in Python 3.14.)
-        return int(repr(self._count)[6:-1])
+        return int(repr(self.count)[6:-1])
 
 
 def percentiles(

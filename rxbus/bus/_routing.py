@@ -30,12 +30,12 @@ OTHER_TOPICS = "(other topics)"
 class Route:
     """The consumers of one topic, resolved once, and the topic's publish counter."""
 
-    __slots__ = ("consumers", "increment", "pushes")
+    __slots__ = ("consumers", "count", "pushes")
 
     def __init__(self, consumers: tuple[Consumer, ...], counter: Counter) -> None:
         self.consumers = consumers
         self.pushes: tuple[Callable[[Any], None], ...] = tuple([c.push for c in consumers])
-        self.increment = counter.increment
+        self.count = counter.count  # next(route.count) counts a publish
 
 
 class Router:

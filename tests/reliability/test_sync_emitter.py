@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from rxbus import Event, EventBus, PublishLoopError
+from reactivex import operators as rx
+
+from rxbus import Event, EventBus, Overflow, PublishLoopError
 from rxbus.consumer import MAX_PUBLISH_DEPTH
 
 RUNS = 100
@@ -129,3 +131,61 @@ def test_finite_republishing_is_not_a_loop() -> None:
     assert seen == list(range(51))
     assert bus.metrics()["dead_lettered"] == 0
     bus.close()
+
+
+class TestRunsHere:
+    """``runs_here`` of a sync consumer (what ``close`` and ``dispose`` ask from inside a sink)
+    is read from the calling thread's stack: true only in the thread delivering to it."""
+
+    def test_true_inside_its_own_sink_and_in_a_sink_it_publishes_to(self) -> None:
+        bus = EventBus(history=0)
+        seen: list[tuple[str, bool, bool]] = []
+        a = b = None
+
+        def sink_a(e: Event) -> None:
+            assert a is not None and b is not None
+            seen.append(("a", a.runs_here(), b.runs_here()))
+            bus.publish("b.x", {})
+
+        def sink_b(e: Event) -> None:
+            assert a is not None and b is not None
+            seen.append(("b", a.runs_here(), b.runs_here()))
+
+        a = bus.subscribe(sink_a, topic="a.*")
+        b = bus.subscribe(sink_b, rx.map(lambda e: e), topic="b.*")  # a chain: the other push
+        bus.publish("a.x", {})
+        assert seen == [("a", True, False), ("b", True, True)]
+        assert not a.runs_here() and not b.runs_here()
+
+    def test_false_in_another_thread_while_it_delivers(self) -> None:
+        bus = EventBus(history=0)
+        entered, release = threading.Event(), threading.Event()
+        c = bus.subscribe(lambda e: (entered.set(), release.wait(10)), topic="a.*")
+        worker = threading.Thread(target=bus.publish, args=("a.x", {}))
+        worker.start()
+        assert entered.wait(10)
+        try:
+            assert c.stats.received == 1 and not c.runs_here()
+        finally:
+            release.set()
+            worker.join(10)
+        assert not worker.is_alive() and c.stats.delivered == 1
+
+    def test_true_in_user_code_run_by_a_nested_hand_over(self) -> None:
+        """The sink publishes to its own topic twice with a queue of one and Overflow.ERROR:
+        the second hand-over overflows and reports a dead letter from this very thread, past a
+        ``push`` that only handed over; the outer ``push`` is still delivering, so True."""
+        bus = EventBus(history=0)
+        asked: list[bool] = []
+        c = None
+
+        def sink(e: Event) -> None:
+            if e.data["n"] == 0:
+                bus.publish("a.x", {"n": 1})
+                bus.publish("a.x", {"n": 2})
+
+        c = bus.subscribe(sink, topic="a.*", queue_size=1, overflow=Overflow.ERROR)
+        bus.dead_letters.subscribe(lambda letter: asked.append(c.runs_here()))
+        bus.publish("a.x", {"n": 0})
+        assert asked and all(asked), asked
+        assert c.stats.dead_lettered >= 1
