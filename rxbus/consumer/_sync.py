@@ -96,6 +96,13 @@ class SyncConsumer(Consumer):
         with self._lock:
             self._emitting = False
 
+    def _handed(self) -> None:
+        """Work was handed to the emitter (``_pending`` set under the lock, now released). The
+        emitter may have left between our look at ``_emitting`` and that: then nobody would
+        deliver it, so take it over ourselves."""
+        if not self._emitting:
+            self._reclaim()
+
     def _reclaim(self) -> None:
         """Become the emitter again if work was handed over and nobody is delivering it."""
         lock = self._lock
@@ -154,8 +161,8 @@ class SyncConsumer(Consumer):
         lock.release()
         if outcome == OVERFLOWED:
             self._overflowed(event)
-        elif not self._emitting:  # the emitter left without seeing it: deliver it ourselves
-            self._reclaim()
+        else:
+            self._handed()
 
     def _post_call(self, fn: Callable[[], Any]) -> None:
         call = Call(fn)
@@ -165,8 +172,7 @@ class SyncConsumer(Consumer):
         if self._emitting:
             self._pending = True
             lock.release()
-            if not self._emitting:  # the emitter left without seeing it (see _hand_over)
-                self._reclaim()
+            self._handed()
             return
         self._emitting = True
         lock.release()
@@ -234,8 +240,8 @@ class SyncConsumer(Consumer):
                 self._emitting = True
         if not handed:
             self._drain()
-        elif not self._emitting:  # the emitter left without seeing it (see _hand_over)
-            self._reclaim()
+        else:
+            self._handed()
 
     def _overflowed(self, event: Any) -> None:
         err = BufferOverflowError(

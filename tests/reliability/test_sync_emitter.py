@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from reactivex import operators as rx
 
@@ -189,3 +190,112 @@ class TestRunsHere:
         bus.publish("a.x", {"n": 0})
         assert asked and all(asked), asked
         assert c.stats.dead_lettered >= 1
+
+
+class _PutHook:
+    """Wraps a consumer's queue: the first ``put`` runs ``hook`` before it (an interleaving
+    made on purpose, not waited for)."""
+
+    def __init__(self, queue: Any, hook: Any) -> None:
+        self.queue, self.hook = queue, hook
+
+    def put(self, item: Any, can_wait: bool) -> Any:
+        if self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return self.queue.put(item, can_wait)
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+
+def test_a_hand_over_the_emitter_left_without_seeing_is_delivered_by_the_hander() -> None:
+    """Thread A is inside the sink; this thread, holding the consumer's lock, has seen A there
+    and is handing event 1 over when A leaves (A finds nothing handed over yet). Nobody else
+    will deliver event 1, so this thread does, after event 0, and the consumer is idle again."""
+    bus = EventBus(history=0)
+    inside, go = threading.Event(), threading.Event()
+    got: list[tuple[int, str]] = []
+
+    def sink(e: Event) -> None:
+        got.append((e.data["n"], threading.current_thread().name))
+        if e.data["n"] == 0:
+            inside.set()
+            go.wait(10)
+
+    c = bus.subscribe(sink, topic="a.*")
+    a = threading.Thread(target=bus.publish, args=("a.x", {"n": 0}), name="A")
+    a.start()
+    assert inside.wait(10)
+
+    def let_a_leave() -> None:
+        go.set()
+        a.join(10)  # A leaves without the lock, which this thread holds
+
+    c._queue = _PutHook(c._queue, let_a_leave)  # type: ignore[attr-defined]
+    bus.publish("a.x", {"n": 1})
+    assert not a.is_alive()
+    me = threading.current_thread().name
+    assert got == [(0, "A"), (1, me)]
+    s = c.stats
+    assert (s.received, s.delivered, s.queued, s.dropped) == (2, 2, 0, 0)
+
+
+class _ReleaseHook:
+    """Wraps a consumer's lock: the first release by ``thread`` runs ``hook`` just after it (an
+    interleaving made on purpose, not waited for)."""
+
+    def __init__(self, lock: Any, thread: threading.Thread, hook: Any) -> None:
+        self.lock, self.thread, self.hook = lock, thread, hook
+
+    def acquire(self, *args: Any) -> bool:
+        return bool(self.lock.acquire(*args))
+
+    def release(self) -> None:
+        self.lock.release()
+        if threading.current_thread() is self.thread and self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def test_the_emitter_leaving_just_after_a_hand_over_delivers_it_once_in_order() -> None:
+    """Thread A is inside the sink; this thread hands event 1 over, and A leaves between the
+    hand-over's release of the lock and its look at whether A is still there. Event 1 is
+    delivered once, after event 0, and the consumer is idle again (event 2 is delivered by
+    this thread itself)."""
+    bus = EventBus(history=0)
+    inside, go = threading.Event(), threading.Event()
+    got: list[tuple[int, str]] = []
+
+    def sink(e: Event) -> None:
+        got.append((e.data["n"], threading.current_thread().name))
+        if e.data["n"] == 0:
+            inside.set()
+            go.wait(10)
+
+    c = bus.subscribe(sink, topic="a.*")
+    a = threading.Thread(target=bus.publish, args=("a.x", {"n": 0}), name="A")
+    a.start()
+    assert inside.wait(10)
+
+    def let_a_leave() -> None:
+        go.set()
+        a.join(10)
+
+    c._lock = _ReleaseHook(c._lock, threading.current_thread(), let_a_leave)  # type: ignore[attr-defined]
+    bus.publish("a.x", {"n": 1})
+    assert not a.is_alive()
+    bus.publish("a.x", {"n": 2})
+    me = threading.current_thread().name
+    assert got == [(0, "A"), (1, "A"), (2, me)]
+    s = c.stats
+    assert (s.received, s.delivered, s.queued, s.dropped) == (3, 3, 0, 0)
