@@ -10,7 +10,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -159,41 +158,44 @@ class TestUnwritableSpool:
         assert f"spooled {next(fallback.directory.glob('*.json')).stem}" in result.stderr.decode()
 
 
+TIMED_MAIN = """
+import sys, time
+start = time.perf_counter()
+from rxbus.cli import main
+code = main(sys.argv[1:])
+sys.stderr.write(f"took {time.perf_counter() - start:.4f}\\n")
+sys.exit(code)
+"""
+
+
 class TestHooksStayFast:
     def test_a_hung_server_is_given_up_on_and_the_event_is_spooled(self, tmp_path: Path) -> None:
-        """SIGSTOPped server: the call gives up on it and returns, and the event is spooled;
-        resumed, the server gets each event once.
+        """SIGSTOPped server: the call gives up at its ``--timeout`` (0.15 s) and spools the
+        event; resumed, the server gets each event once.
 
-        Without its ``--timeout`` (0.15 s) the call would wait for the hung server for ever, so
-        a bound far above the timeout still fails it: the best of 7 calls must return within 2 s
-        of a bare ``python -c pass`` measured just before it under the same load. How fast it
-        returns (about 250 ms with start-up on a quiet machine) is a benchmark figure
-        (``tests/benchmarks/test_publish_cli.py``), not asserted here: a timed assertion failed
-        on a loaded machine.
+        Timed inside the child, from importing the command to its return (interpreter start-up
+        is left out: on a loaded machine it varies by more than the bound). The best of 7 must
+        be under the timeout plus 0.25 s; the call used to wait 2.1 s. The whole call's wall
+        time is a benchmark figure (``tests/benchmarks/test_publish_cli.py``).
         """
         with ServeProcess(tmp_path) as server:
             assert server.proc is not None
             server.proc.send_signal(signal.SIGSTOP)
             try:
-                took, floor = [], []
+                took = []
                 for n in range(7):
-                    start = time.perf_counter()
-                    subprocess.run([sys.executable, "-c", "pass"], check=True)
-                    floor.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-                    result = publish(
-                        "hung.ev", "-v", "--data", json.dumps({"n": n}), url=server.url,
-                        spool=server.spool_dir,
+                    result = subprocess.run(
+                        [sys.executable, "-c", TIMED_MAIN, "publish", "hung.ev", "-v", "--data",
+                         json.dumps({"n": n}), "--url", server.url, "--spool",
+                         str(server.spool_dir)],
+                        capture_output=True, env=child_env(), timeout=60,
                     )  # fmt: skip
-                    took.append(time.perf_counter() - start)
-                    assert result.returncode == 0 and b"spooled" in result.stderr
+                    *lines, timing = result.stderr.decode().splitlines()
+                    assert result.returncode == 0 and "spooled" in lines[0], result.stderr
+                    took.append(float(timing.removeprefix("took ")))
             finally:
                 server.proc.send_signal(signal.SIGCONT)
-            # Each call is paired with a floor measured just before it, under the same load.
-            assert any(t < f + 2.0 for t, f in zip(took, floor, strict=True)), (
-                took,
-                floor,
-            )
+            assert min(took) < 0.15 + 0.25, took
             # The hung server may have read a request before it stopped: resumed, it stores
             # it, and the spooled copy is dropped as a duplicate. Either way, each event once.
             retried = spool_cmd("retry", "--url", server.url, spool=server.spool_dir)
