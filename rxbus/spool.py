@@ -365,8 +365,8 @@ class Spool:
                 for entry in entries:
                     if entry.name.endswith(_SUFFIX) and not entry.name.startswith("."):
                         yield entry.name
-        except FileNotFoundError:
-            return
+        except (FileNotFoundError, NotADirectoryError):
+            return  # no spool here, so nothing waits in it
 
     @contextmanager
     def _locked(self, wait: bool) -> Iterator[bool]:

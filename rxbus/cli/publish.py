@@ -138,14 +138,21 @@ def run(args: argparse.Namespace) -> int:
         )
     if say:
         say(f"rxbus publish: delivered {event_id} to {url}")
-    if spool.pending() and time.monotonic() < deadline:
-        sent = spool.drain(
-            lambda lines: outcome(post(url, lines, token, deadline=deadline)),
-            limit=5000,
-            deadline=deadline,
+    try:
+        if spool.pending() and time.monotonic() < deadline:
+            sent = spool.drain(
+                lambda lines: outcome(post(url, lines, token, deadline=deadline)),
+                limit=5000,
+                deadline=deadline,
+            )
+            if say and sent:
+                say(f"rxbus publish: delivered {sent} spooled events to {url}")
+    except OSError as err:
+        # The event is delivered: a spool that cannot be read must not make it look lost.
+        _stderr(
+            f"rxbus publish: delivered {event_id}, but the spool {os.fspath(spool)} cannot be "
+            f"drained ({err.strerror or err}); its events wait there"
         )
-        if say and sent:
-            say(f"rxbus publish: delivered {sent} spooled events to {url}")
     return 0
 
 

@@ -172,6 +172,36 @@ sys.exit(code)
 """
 
 
+class TestBrokenSpoolAfterDelivery:
+    """The server took the event: a spool that cannot be used must not turn that into a
+    traceback and exit 1 (which says the event was lost)."""
+
+    def test_a_spool_path_under_a_file_is_nothing_waiting(self, tmp_path: Path) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        with ServeProcess(tmp_path / "srv", args=("--spool", "none")) as server:
+            result = publish("kept.ev", url=server.url, spool=blocker / "spool")
+            topics = [e["topic"] for e in server.history("kept.*")]
+        assert (result.returncode, result.stderr, topics) == (0, b"", ["kept.ev"])
+
+    def test_a_backlog_that_cannot_be_drained_is_one_line(self, tmp_path: Path) -> None:
+        with ServeProcess(tmp_path / "srv", args=("--spool", "none")) as server:
+            spool = Spool.for_url(tmp_path / "spool", server.url)
+            waiting = Event(topic="waiting.ev")
+            spool.append(waiting.id, waiting.to_json())
+            (spool.directory / ".drain.lock").mkdir()  # the drain lock cannot be opened
+            result = publish("kept.ev", url=server.url, spool=tmp_path / "spool")
+            retried = spool_cmd("retry", "--url", server.url, spool=tmp_path / "spool")
+            topics = [e["topic"] for e in server.history("**")]
+        [line] = result.stderr.decode().splitlines()
+        assert result.returncode == 0 and topics == ["kept.ev"] and spool.pending() == 1
+        assert line.startswith("rxbus publish: ") and str(spool.directory) in line
+        assert "delivered" in line and "Is a directory" in line
+        [line] = retried.stderr.splitlines()
+        assert retried.returncode == 2 and line.startswith("rxbus spool: error: ")
+        assert str(spool.directory) in line and retried.stdout == ""
+
+
 class TestHooksStayFast:
     def test_a_hung_server_is_given_up_on_and_the_event_is_spooled(self, tmp_path: Path) -> None:
         """SIGSTOPped server: the call gives up at its ``--timeout`` (0.15 s) and spools the
