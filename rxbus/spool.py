@@ -18,7 +18,9 @@ and one the server refuses as bad input to ``rejected/``: neither blocks the eve
     >>> spool.pending()
     0
 
-This module imports only the standard library, so it costs a shell hook almost nothing.
+This module imports only the standard library, and not even :mod:`pathlib` until a
+:class:`~pathlib.Path` is asked for: ``rxbus publish`` with the server up only checks that its
+spool is empty, and a hook should not pay 3 ms of imports for that.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 TYPE_CHECKING = False  # typing is not imported at run time: see rxbus/__init__.py
 if TYPE_CHECKING:  # pragma: no cover
+    from pathlib import Path
     from typing import Literal
 
     Outcome = Literal["ok", "retry", "rejected"]
@@ -58,13 +60,19 @@ def __getattr__(name: str) -> object:
 
 def default_spool_dir() -> Path:
     """``$RXBUS_SPOOL``, else ``$XDG_STATE_HOME/rxbus/spool``, else ``~/.local/state/rxbus/spool``."""
+    from pathlib import Path
+
+    return Path(_default_root())
+
+
+def _default_root() -> str:
     explicit = os.environ.get("RXBUS_SPOOL")
     if explicit:
-        return Path(explicit)
+        return explicit
     state = os.environ.get("XDG_STATE_HOME") or os.path.join(
         os.path.expanduser("~"), ".local", "state"
     )
-    return Path(state) / "rxbus" / "spool"
+    return os.path.join(state, "rxbus", "spool")
 
 
 def split_url(url: str) -> tuple[str, int, str]:
@@ -114,6 +122,9 @@ def destination_key(url: str) -> str:
 class Spool:
     """A directory of undelivered events, one file per event, delivered oldest id first.
 
+    A spool is path-like (``os.fspath(spool)`` is its directory), so messages can name it
+    without building a :class:`~pathlib.Path`.
+
     Args:
         directory: where the files live; created on first write.
         url: the destination these events are for (see :meth:`for_url`); None for a spool of
@@ -121,22 +132,35 @@ class Spool:
     """
 
     def __init__(self, directory: str | os.PathLike[str], url: str | None = None) -> None:
-        self.directory = Path(directory)
+        self._dir = os.fspath(directory)
         self.url = url
 
+    @property
+    def directory(self) -> Path:
+        """The spool's directory."""
+        from pathlib import Path
+
+        return Path(self._dir)
+
+    def __fspath__(self) -> str:
+        return self._dir
+
     @classmethod
-    def for_url(cls, root: str | os.PathLike[str], url: str) -> Spool:
-        """The spool under ``root`` for events sent to ``url``.
+    def for_url(cls, root: str | os.PathLike[str] | None, url: str) -> Spool:
+        """The spool under ``root`` (None: :func:`default_spool_dir`) for events sent to ``url``.
 
         Raises:
             ValueError: for a URL :func:`split_url` refuses.
         """
-        return cls(Path(root) / destination_key(url), url)
+        base = _default_root() if root is None else os.fspath(root)
+        return cls(os.path.join(base, destination_key(url)), url)
 
     @classmethod
     def destinations(cls, root: str | os.PathLike[str]) -> list[Spool]:
         """Every destination's spool under ``root`` (its URL read back), then ``root`` itself
         if it holds files of unknown destination."""
+        from pathlib import Path
+
         root = Path(root)
         found: list[Spool] = []
         try:
@@ -162,8 +186,9 @@ class Spool:
             OSError: if the directory cannot be written.
         """
         self._prepare()
-        final = self.directory / f"{_safe(event_id)}{_SUFFIX}"
-        tmp = self.directory / f".{final.name}.{os.getpid()}.tmp"
+        name = f"{_safe(event_id)}{_SUFFIX}"
+        final = os.path.join(self._dir, name)
+        tmp = os.path.join(self._dir, f".{name}.{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             os.write(fd, line)
@@ -174,7 +199,7 @@ class Spool:
 
     def pending(self) -> int:
         """How many events wait in the spool."""
-        return sum(1 for _ in self._files())
+        return sum(1 for _ in self._names())
 
     def drain(
         self,
@@ -279,11 +304,12 @@ class Spool:
 
     def _prepare(self) -> None:
         """Create the directory, recording the destination URL in it (for ``rxbus spool``)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        os.makedirs(self._dir, exist_ok=True)
         if self.url is not None:
-            marker = self.directory / _DESTINATION
-            if not marker.exists():
-                marker.write_text(self.url + "\n")
+            marker = os.path.join(self._dir, _DESTINATION)
+            if not os.path.exists(marker):
+                with open(marker, "w") as f:
+                    f.write(self.url + "\n")
 
     def _quarantine(self, path: Path, error: OSError, say: Callable[[str], object]) -> None:
         folder = self.directory / _QUARANTINE
@@ -330,13 +356,17 @@ class Spool:
         return delivered
 
     def _files(self) -> Iterator[Path]:
+        directory = self.directory
+        return (directory / name for name in self._names())
+
+    def _names(self) -> Iterator[str]:
         try:
-            with os.scandir(self.directory) as entries:
+            with os.scandir(self._dir) as entries:
                 for entry in entries:
                     if entry.name.endswith(_SUFFIX) and not entry.name.startswith("."):
-                        yield Path(entry.path)
-        except FileNotFoundError:
-            return
+                        yield entry.name
+        except (FileNotFoundError, NotADirectoryError):
+            return  # no spool here, so nothing waits in it
 
     @contextmanager
     def _locked(self, wait: bool) -> Iterator[bool]:

@@ -724,10 +724,12 @@ def _display_handle(view: LiveView) -> Any:
         from IPython.display import display
     except ImportError as err:
         from rxbus._extras import install_command
+        from rxbus.errors import MissingExtraError
 
-        raise ImportError(
-            f"live() needs IPython ({install_command('notebook')}), or pass handle= an object "
-            "with an update(obj) method"
+        raise MissingExtraError(
+            "live() needs the 'notebook' extra (IPython is not installed), or handle= an "
+            f"object with an update(obj) method: {install_command('notebook')}",
+            name="IPython",
         ) from err
     return display(_Html(view.render()), display_id=True)
 

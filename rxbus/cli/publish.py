@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         CliError: for bad input (JSON, topic, size, URL) or a server that refuses the event.
     """
-    from rxbus.spool import Spool, default_spool_dir
+    from rxbus.spool import Spool
 
     if not 0 < args.timeout <= 60:
         raise CliError(f"--timeout must be 0..60 seconds, got {args.timeout}")
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     url = args.url or os.environ.get("RXBUS_URL") or DEFAULT_URL
     token = args.token if args.token is not None else os.environ.get("RXBUS_TOKEN")
     try:
-        spool = Spool.for_url(args.spool or default_spool_dir(), url)
+        spool = Spool.for_url(args.spool, url)
     except ValueError as err:
         raise CliError(str(err)) from None
     deadline = time.monotonic() + args.timeout
@@ -138,14 +138,21 @@ def run(args: argparse.Namespace) -> int:
         )
     if say:
         say(f"rxbus publish: delivered {event_id} to {url}")
-    if spool.pending() and time.monotonic() < deadline:
-        sent = spool.drain(
-            lambda lines: outcome(post(url, lines, token, deadline=deadline)),
-            limit=5000,
-            deadline=deadline,
+    try:
+        if spool.pending() and time.monotonic() < deadline:
+            sent = spool.drain(
+                lambda lines: outcome(post(url, lines, token, deadline=deadline)),
+                limit=5000,
+                deadline=deadline,
+            )
+            if say and sent:
+                say(f"rxbus publish: delivered {sent} spooled events to {url}")
+    except OSError as err:
+        # The event is delivered: a spool that cannot be read must not make it look lost.
+        _stderr(
+            f"rxbus publish: delivered {event_id}, but the spool {os.fspath(spool)} cannot be "
+            f"drained ({err.strerror or err}); its events wait there"
         )
-        if say and sent:
-            say(f"rxbus publish: delivered {sent} spooled events to {url}")
     return 0
 
 
@@ -168,9 +175,9 @@ def _keep(
         try:
             candidate.append(event_id, line)
         except OSError as err:
-            errors.append(f"{candidate.directory}: {err.strerror or err}")
+            errors.append(f"{os.fspath(candidate)}: {err.strerror or err}")
             continue
-        return str(candidate.directory)
+        return os.fspath(candidate)
     raise CliError(
         f"event {event_id} was not delivered ({result.why(url)}) and could not be spooled "
         f"({'; '.join(errors)}): it is lost",

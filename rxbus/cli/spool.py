@@ -59,8 +59,17 @@ def run(args: argparse.Namespace) -> int:
     """List, retry or drop; retry returns 1 when events are still waiting afterwards.
 
     Raises:
-        CliError: for a bad URL, or ``drop`` without ``--url`` or ``--all``.
+        CliError: for a bad URL, ``drop`` without ``--url`` or ``--all``, or a spool that
+            cannot be read or written.
     """
+    try:
+        return _run(args)
+    except OSError as err:
+        where = err.filename or args.spool or "the spool"
+        raise CliError(f"cannot use {where}: {err.strerror or err}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from rxbus.spool import Spool, default_spool_dir
 
     root = args.spool or default_spool_dir()

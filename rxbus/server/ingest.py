@@ -13,7 +13,7 @@ import orjson
 from rxbus.errors import InvalidTopicError, PayloadError
 from rxbus.event import Event
 
-__all__ = ["Rejected", "events_from_body", "events_from_payload"]
+__all__ = ["Rejected", "TooDeep", "events_from_body", "events_from_payload"]
 
 _NDJSON = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 
@@ -36,6 +36,10 @@ class Rejected(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class TooDeep:
+    """Stands in for Socket.IO arguments nested too deeply to decode (see ``packet.py``)."""
 
 
 def events_from_body(body: bytes, content_type: str, max_event_bytes: int) -> list[Event]:
@@ -68,6 +72,10 @@ def events_from_payload(payload: object, max_event_bytes: int) -> list[Event]:
     Raises:
         Rejected: as :func:`events_from_body`.
     """
+    if isinstance(payload, TooDeep):
+        raise Rejected(
+            400, f"payload is nested more than {MAX_DEPTH} levels deep; at most {MAX_DEPTH}"
+        )
     items = payload if isinstance(payload, list) else [payload]
     return [_event(item, i, max_event_bytes) for i, item in enumerate(items)]
 

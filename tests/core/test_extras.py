@@ -22,12 +22,15 @@ BLOCKED = (
     "opentelemetry",
 )  # fmt: skip
 
-SITECUSTOMIZE = f"""
+
+def blocker(modules: tuple[str, ...]) -> str:
+    """A ``sitecustomize`` that makes ``modules`` unimportable, as if never installed."""
+    return f"""
 import sys
 
 class _NotInstalled:
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in {BLOCKED!r}:
+        if name.split(".")[0] in {modules!r}:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
         return None
 
@@ -35,14 +38,18 @@ sys.meta_path.insert(0, _NotInstalled())
 """
 
 
-@pytest.fixture
-def core_only(tmp_path: Path) -> dict[str, str]:
+def env_without(tmp_path: Path, modules: tuple[str, ...]) -> dict[str, str]:
     site = tmp_path / "site"
     site.mkdir()
-    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (site / "sitecustomize.py").write_text(blocker(modules))
     env = child_env()
     env["PYTHONPATH"] = f"{site}:{env['PYTHONPATH']}"
     return env
+
+
+@pytest.fixture
+def core_only(tmp_path: Path) -> dict[str, str]:
+    return env_without(tmp_path, BLOCKED)
 
 
 def run(env: dict[str, str], *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[str]:
@@ -101,6 +108,7 @@ def test_rxbus_serve_names_the_extra(core_only: dict[str, str]) -> None:
             "redis_stream('redis://127.0.0.1:1', 'events', group='g', consumer='c')",
             "redis",
         ),
+        ("from rxbus import EventBus, viz; viz.live(EventBus())", "notebook"),
     ],
 )
 def test_optional_imports_raise_one_import_error_naming_the_extra(
@@ -136,3 +144,34 @@ def test_core_commands_work_without_any_extra(
     done = run(core_only, "-m", "rxbus", *(a.replace("{tmp}", str(tmp_path)) for a in args))
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
+
+
+METRICS = """
+import asyncio
+
+import aiohttp
+
+from rxbus.server.app import RxbusServer, ServerConfig
+
+
+async def main():
+    server = RxbusServer(ServerConfig(port=0))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.url + "/metrics") as response:
+                print(response.status, (await response.json())["error"])
+    finally:
+        await server.stop()
+
+
+asyncio.run(main())
+"""
+
+
+def test_get_metrics_without_prometheus_client_names_the_extra(tmp_path: Path) -> None:
+    """The server runs without prometheus_client; ``GET /metrics`` says what to install."""
+    done = run(env_without(tmp_path, ("prometheus_client",)), "-c", METRICS)
+    assert done.returncode == 0, done.stderr
+    status, _, message = done.stdout.strip().partition(" ")
+    assert status == "501" and message.endswith(install_command("prometheus")), message

@@ -6,11 +6,11 @@ hung (SIGSTOPped) one, or none, and then counts where every event went.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,11 +39,14 @@ def down_url() -> str:
 class TestLargeEvents:
     @pytest.mark.parametrize("size", [300_000, 600_000, 900_000])
     def test_large_events_are_delivered(self, tmp_path: Path, size: int) -> None:
-        """300-900 KB events reach the server (they used to get a 413 and vanish)."""
+        """300-900 KB events reach the server (they used to get a 413 and vanish).
+
+        With a 10 s ``--timeout``: under load the 0.15 s hook bound may spool a large event
+        instead (kept, but not what this test is about)."""
         with ServeProcess(tmp_path) as server:
             result = publish(
-                "big.ev", stdin=json.dumps({"x": "y" * size}).encode(), url=server.url,
-                spool=server.spool_dir,
+                "big.ev", "--timeout", "10", stdin=json.dumps({"x": "y" * size}).encode(),
+                url=server.url, spool=server.spool_dir,
             )  # fmt: skip
             assert result.returncode == 0, result.stderr
             [stored] = server.history("big.*")
@@ -159,41 +162,74 @@ class TestUnwritableSpool:
         assert f"spooled {next(fallback.directory.glob('*.json')).stem}" in result.stderr.decode()
 
 
+TIMED_MAIN = """
+import sys, time
+start = time.perf_counter()
+from rxbus.cli import main
+code = main(sys.argv[1:])
+sys.stderr.write(f"took {time.perf_counter() - start:.4f}\\n")
+sys.exit(code)
+"""
+
+
+class TestBrokenSpoolAfterDelivery:
+    """The server took the event: a spool that cannot be used must not turn that into a
+    traceback and exit 1 (which says the event was lost)."""
+
+    def test_a_spool_path_under_a_file_is_nothing_waiting(self, tmp_path: Path) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("not a directory")
+        with ServeProcess(tmp_path / "srv", args=("--spool", "none")) as server:
+            result = publish("kept.ev", url=server.url, spool=blocker / "spool")
+            topics = [e["topic"] for e in server.history("kept.*")]
+        assert (result.returncode, result.stderr, topics) == (0, b"", ["kept.ev"])
+
+    def test_a_backlog_that_cannot_be_drained_is_one_line(self, tmp_path: Path) -> None:
+        with ServeProcess(tmp_path / "srv", args=("--spool", "none")) as server:
+            spool = Spool.for_url(tmp_path / "spool", server.url)
+            waiting = Event(topic="waiting.ev")
+            spool.append(waiting.id, waiting.to_json())
+            (spool.directory / ".drain.lock").mkdir()  # the drain lock cannot be opened
+            result = publish("kept.ev", url=server.url, spool=tmp_path / "spool")
+            retried = spool_cmd("retry", "--url", server.url, spool=tmp_path / "spool")
+            topics = [e["topic"] for e in server.history("**")]
+        [line] = result.stderr.decode().splitlines()
+        assert result.returncode == 0 and topics == ["kept.ev"] and spool.pending() == 1
+        assert line.startswith("rxbus publish: ") and str(spool.directory) in line
+        assert "delivered" in line and "Is a directory" in line
+        [line] = retried.stderr.splitlines()
+        assert retried.returncode == 2 and line.startswith("rxbus spool: error: ")
+        assert str(spool.directory) in line and retried.stdout == ""
+
+
 class TestHooksStayFast:
     def test_a_hung_server_is_given_up_on_and_the_event_is_spooled(self, tmp_path: Path) -> None:
-        """SIGSTOPped server: the call gives up on it and returns, and the event is spooled;
-        resumed, the server gets each event once.
+        """SIGSTOPped server: the call gives up at its ``--timeout`` (0.15 s) and spools the
+        event; resumed, the server gets each event once.
 
-        Without its ``--timeout`` (0.15 s) the call would wait for the hung server for ever, so
-        a bound far above the timeout still fails it: the best of 7 calls must return within 2 s
-        of a bare ``python -c pass`` measured just before it under the same load. How fast it
-        returns (about 250 ms with start-up on a quiet machine) is a benchmark figure
-        (``tests/benchmarks/test_publish_cli.py``), not asserted here: a timed assertion failed
-        on a loaded machine.
+        Timed inside the child, from importing the command to its return (interpreter start-up
+        is left out: on a loaded machine it varies by more than the bound). The best of 7 must
+        be under the timeout plus 0.25 s; the call used to wait 2.1 s. The whole call's wall
+        time is a benchmark figure (``tests/benchmarks/test_publish_cli.py``).
         """
         with ServeProcess(tmp_path) as server:
             assert server.proc is not None
             server.proc.send_signal(signal.SIGSTOP)
             try:
-                took, floor = [], []
+                took = []
                 for n in range(7):
-                    start = time.perf_counter()
-                    subprocess.run([sys.executable, "-c", "pass"], check=True)
-                    floor.append(time.perf_counter() - start)
-                    start = time.perf_counter()
-                    result = publish(
-                        "hung.ev", "-v", "--data", json.dumps({"n": n}), url=server.url,
-                        spool=server.spool_dir,
+                    result = subprocess.run(
+                        [sys.executable, "-c", TIMED_MAIN, "publish", "hung.ev", "-v", "--data",
+                         json.dumps({"n": n}), "--url", server.url, "--spool",
+                         str(server.spool_dir)],
+                        capture_output=True, env=child_env(), timeout=60,
                     )  # fmt: skip
-                    took.append(time.perf_counter() - start)
-                    assert result.returncode == 0 and b"spooled" in result.stderr
+                    *lines, timing = result.stderr.decode().splitlines()
+                    assert result.returncode == 0 and "spooled" in lines[0], result.stderr
+                    took.append(float(timing.removeprefix("took ")))
             finally:
                 server.proc.send_signal(signal.SIGCONT)
-            # Each call is paired with a floor measured just before it, under the same load.
-            assert any(t < f + 2.0 for t, f in zip(took, floor, strict=True)), (
-                took,
-                floor,
-            )
+            assert min(took) < 0.15 + 0.25, took
             # The hung server may have read a request before it stopped: resumed, it stores
             # it, and the spooled copy is dropped as a duplicate. Either way, each event once.
             retried = spool_cmd("retry", "--url", server.url, spool=server.spool_dir)
@@ -314,20 +350,31 @@ class TestEventLine:
         with pytest.raises(CliError, match=r"bad\.\.topic"):
             event_line("bad..topic", None, {}, "", None)
 
-    def test_publish_does_not_load_the_bus_event_class_orjson_or_typing(
-        self, tmp_path: Path
+    @pytest.mark.parametrize("server_up", [True, False])
+    def test_publish_does_not_load_the_bus_event_class_orjson_typing_or_pathlib(
+        self, tmp_path: Path, server_up: bool
     ) -> None:
+        """Run without ``site`` (``-S``): an editable install's import hook loads pathlib into
+        every interpreter, which would hide the 3 ms a user's hook pays for it."""
         code = (
             "import sys; from rxbus.cli import main; "
-            f"main(['publish', 'x.y', '--url', '{down_url()}', '--spool', '{tmp_path}']); "
-            "print(sorted({'rxbus.event', 'rxbus.bus', 'orjson', 'typing', 'dataclasses'} "
-            "& set(sys.modules)))"
+            "main(['publish', 'x.y', '--url', sys.argv[1], '--spool', sys.argv[2]]); "
+            "print(sorted({'rxbus.event', 'rxbus.bus', 'orjson', 'typing', 'dataclasses', "
+            "'pathlib'} & set(sys.modules)))"
         )
         # without coverage measuring the child: coverage itself imports typing and dataclasses
         env = {k: v for k, v in child_env().items() if not k.startswith(("COV_", "COVERAGE"))}
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+        with ServeProcess(tmp_path / "srv") if server_up else contextlib.nullcontext() as server:
+            url = server.url if server is not None else down_url()
+            done = subprocess.run(
+                [sys.executable, "-S", "-c", code, url, str(tmp_path / "spool")],
+                capture_output=True, text=True, env=env,
+            )  # fmt: skip
+            if server is not None:
+                assert [e["topic"] for e in server.history("x.*")] == ["x.y"]
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "[]"
+        assert Spool.for_url(tmp_path / "spool", url).pending() == (0 if server_up else 1)
 
 
 def test_spool_retry_sends_a_legacy_spool_where_told(tmp_path: Path) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from socketio import packet
 
+from rxbus.server.ingest import TooDeep
 from rxbus.server.packet import _Codec, orjson_packet_class
 
 
@@ -34,3 +36,14 @@ def test_packets_encode_as_python_socketio_would() -> None:
     assert json.loads(ours[1:]) == json.loads(theirs[1:]) and ours[0] == theirs[0]
     decoded = cls(encoded_packet=ours)
     assert decoded.data == data and decoded.packet_type == packet.EVENT
+
+
+def test_an_event_too_deep_to_decode_keeps_its_name_for_the_ack() -> None:
+    """Past both decoders' depth the arguments become ``TooDeep`` (the handler refuses them in
+    its ack); a packet without an event name to answer still fails to decode."""
+    deep = "[" * 100_000 + "]" * 100_000
+    name, arg = _Codec.loads(f' [ "publish", {{"data": {deep}}}]')
+    assert name == "publish" and isinstance(arg, TooDeep)
+    for nameless in (deep, f"[{deep}]", f'{{"publish": {deep}}}'):
+        with pytest.raises(RecursionError):
+            _Codec.loads(nameless)

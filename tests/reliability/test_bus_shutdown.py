@@ -6,9 +6,10 @@ import asyncio
 import threading
 import time
 
+import pytest
 from reactivex import operators as rx_ops
 
-from rxbus import BusClosedError, DeadLetter, Event, EventBus
+from rxbus import BusClosedError, DeadLetter, Event, EventBus, Overflow
 from tests.conftest import wait_until
 
 
@@ -258,3 +259,29 @@ def test_close_timeout_counts_the_event_an_async_sink_is_still_awaiting() -> Non
     assert [d.event for d in undelivered] == events
     s = c.stats
     assert (s.received, s.delivered, s.dropped, s.queued) == (3, 0, 3, 0)
+
+
+@pytest.mark.parametrize("overflow", [Overflow.BLOCK, Overflow.DROP_OLDEST, Overflow.ERROR])
+@pytest.mark.parametrize("mode", ["thread", "async"])
+def test_a_queued_consumer_publishing_to_itself_without_end_is_ended_by_close_and_counted(
+    mode: str, overflow: Overflow
+) -> None:
+    """Its queue never stops the loop (each event goes round once): close() does, and what the
+    loop's last turn could not publish or deliver is a dead letter, each one counted once."""
+    bus = EventBus(history=0)
+
+    def echo(e: Event) -> None:
+        bus.publish("loop.x", {"n": e.data["n"] + 1})
+
+    async def async_echo(e: Event) -> None:
+        echo(e)
+
+    sink = async_echo if mode == "async" else echo
+    c = bus.subscribe(sink, topic="loop.*", mode=mode, queue_size=100, overflow=overflow)
+    bus.publish("loop.x", {"n": 0})
+    wait_until(lambda: c.stats.delivered >= 2_000, what="the loop going round")
+    assert bus.close(timeout=10) == []
+    s, m = c.stats, bus.metrics()
+    assert s.received == s.delivered + s.failed + s.dropped + s.queued and s.queued == 0
+    assert s.failed + s.dropped == s.dead_lettered == m["dead_lettered"]
+    assert m["failed"] + m["dropped"] == m["dead_lettered"] <= 1
