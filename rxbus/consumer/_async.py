@@ -10,6 +10,7 @@ from typing import Any
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 
+from rxbus._log import logger
 from rxbus.consumer._consumer import Mode
 from rxbus.consumer._thread import QueuedConsumer
 from rxbus.deadletter import DeadLetter
@@ -153,10 +154,17 @@ class AsyncConsumer(QueuedConsumer):
                                 self._report(DeadLetter.capture(None, self.name, err))
                         return
                     continue
-                if self._async_sink:
-                    await self._deliver_async(item)
-                else:
-                    self._deliver(item)
+                try:
+                    if self._async_sink:
+                        await self._deliver_async(item)
+                    else:
+                        self._deliver(item)
+                except asyncio.CancelledError:
+                    raise  # close() gave up on this consumer
+                except BaseException as err:  # counted; the loop's other consumers go on
+                    logger.opt(exception=err).error(
+                        "rxbus: a consumer raised out of its drain task; it goes on"
+                    )
         finally:
             self._awaiting = None
             self._done.set()
@@ -165,26 +173,36 @@ class AsyncConsumer(QueuedConsumer):
         """``_deliver`` for an async sink: the chain runs, then each emitted item is awaited."""
         self._awaiting = []
         self._inflight = event
-        ok = self._process(event)
-        if ok is None:
+        try:
+            ok = self._process(event)
+            if ok is not None:
+                ok = await self._drain_awaiting() and ok
+        except asyncio.CancelledError:
+            raise  # the task is stopped (close() gave up on it and counted it as dropped)
+        except BaseException as err:  # a sink's KeyboardInterrupt: as in _deliver
             self._awaiting = None
-            self._inflight = None
-            return
-        ok = await self._drain_awaiting() and ok
+            self._current = None
+            if self._settle(False):
+                self._item_failed(event, err)
+            raise
+        self._awaiting = None
+        self._settle(ok)
+
+    def _settle(self, ok: bool | None) -> bool:
+        """Count the event an async sink was awaiting (None: dropped, counted already), unless
+        close() gave up on it and counted it as dropped (then False)."""
         self._inflight = None
-        if self._inflight_abandoned:  # close() gave up on it and counted it as dropped
-            self._inflight_abandoned = False
-            if self._retire_late:
-                self._retire_late = False
-                self.host.retire(self)
-            return
-        if ok:
-            self.delivered += 1
-        else:
-            self.failed += 1
-        if self._retire_late:
+        counted = not self._inflight_abandoned
+        self._inflight_abandoned = False
+        if counted and ok is not None:
+            if ok:
+                self.delivered += 1
+            else:
+                self.failed += 1
+        if self._retire_late:  # disposed by its own chain: counted now, then folded
             self._retire_late = False
             self.host.retire(self)
+        return counted
 
     async def _drain_awaiting(self) -> bool:
         """Await the async sink for every item the chain emitted; False if any failed."""

@@ -703,3 +703,87 @@ class TestAsyncConsumers:
         m = bus.metrics()
         assert m["delivered"] + m["dropped"] == 1
         assert bus.close() == []
+
+
+def _interrupted_at_one(got: list[int]) -> Any:
+    def sink(e: Event) -> None:
+        if e.data["n"] == 1:
+            raise _Interrupt
+        got.append(e.data["n"])
+
+    return sink
+
+
+def _async_interrupted_at_one(got: list[int]) -> Any:
+    async def sink(e: Event) -> None:
+        if e.data["n"] == 1:
+            raise _Interrupt
+        got.append(e.data["n"])
+
+    return sink
+
+
+class TestInterruptedDelivery:
+    """A sink raising a BaseException that is not an Exception (KeyboardInterrupt): the event
+    counts as failed and is dead-lettered, and the consumer goes on with the next events.
+    Regression: thread, dedicated and chained sync consumers counted it nowhere (received 3,
+    delivered 2, failed 0), and an async consumer's drain task died, leaving the events queued
+    behind it undelivered while close() reported nothing."""
+
+    @pytest.mark.parametrize(
+        ("mode", "make_sink", "extra"),
+        [
+            ("sync", _interrupted_at_one, {}),
+            ("thread", _interrupted_at_one, {}),
+            ("thread", _interrupted_at_one, {"dedicated": True}),
+            ("async", _interrupted_at_one, {}),
+            ("async", _async_interrupted_at_one, {}),
+        ],
+        ids=["sync", "pool", "dedicated", "async-plain-sink", "async-def-sink"],
+    )
+    @pytest.mark.parametrize("chained", [False, True], ids=["sink", "chain"])
+    def test_the_event_is_counted_failed_and_later_events_are_delivered(
+        self, bus: EventBus, mode: str, make_sink: Any, extra: dict[str, Any], chained: bool
+    ) -> None:
+        """Three events, the second interrupted: (3, 2, 1, 0, 0) and one dead letter naming it;
+        a sync publisher gets the BaseException, the other modes' publishers do not."""
+        got: list[int] = []
+        chain = (ops.map(lambda e: e),) if chained else ()
+        c = bus.subscribe(make_sink(got), *chain, mode=mode, **extra)
+        for n in range(3):
+            if mode == "sync" and n == 1:
+                with pytest.raises(_Interrupt):
+                    bus.publish("a", {"n": n})
+            else:
+                bus.publish("a", {"n": n})
+        wait_until(lambda: c.processed == 3, what="three events processed")
+        assert got == [0, 2] and counts(c) == (3, 2, 1, 0, 0)
+        [letter] = bus.recent_dead_letters()
+        assert letter.event.data == {"n": 1} and isinstance(letter.error, _Interrupt)
+        assert bus.close() == []
+
+    def test_an_event_given_up_by_aclose_then_interrupted_is_counted_once(self) -> None:
+        """aclose() gives up on the event an async sink awaits (dropped, dead-lettered); when
+        the sink then raises a BaseException for it, it is not counted a second time."""
+
+        async def main() -> tuple[list[DeadLetter], Consumer, EventBus]:
+            bus = EventBus(name="given-up")
+            resume: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            started = asyncio.Event()
+
+            async def sink(e: Event) -> None:
+                started.set()
+                await resume
+
+            c = bus.subscribe(sink, name="stuck")
+            bus.publish("a")
+            await started.wait()
+            letters = await bus.aclose(timeout=0.05)
+            resume.set_exception(_Interrupt())
+            await wait_until_async(lambda: c.done)
+            return letters, c, bus
+
+        letters, c, bus = asyncio.run(main())
+        assert [type(d.error) for d in letters] == [TimeoutError]
+        assert counts(c) == (1, 0, 0, 1, 0)
+        assert [type(d.error) for d in bus.recent_dead_letters()] == [TimeoutError]
