@@ -85,25 +85,26 @@ class AsyncConsumer(QueuedConsumer):
         try:
             loop.call_soon_threadsafe(self._set_wake)
         except RuntimeError:  # the loop is closed (e.g. the asyncio.run that made the bus ended)
-            self._loop_gone(loop)
+            self._loop_gone(f"its asyncio loop {loop!r} is closed")
 
     def _set_wake(self) -> None:
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+        else:  # the drain task was cancelled (see _run): nothing would ever take the event
+            self._loop_gone("its drain task was cancelled")
 
-    def _loop_gone(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The consumer's loop is closed: it can never run again. Stop it and dead-letter what
-        it held, instead of letting publish() raise."""
+    def _loop_gone(self, why: str) -> None:
+        """The consumer can never run again (its loop is closed, or its drain task was
+        cancelled). Stop it and dead-letter what it held, instead of letting publish() raise or
+        the events wait for ever."""
         with self._lock:
             if not self._accepting and self._done.is_set():
                 return
             self._accepting = False
         self._queue.close()
         self.host.detach(self)
-        self._abandon(
-            BusClosedError(f"consumer {self.name!r}: its asyncio loop {loop!r} is closed")
-        )
+        self._abandon(BusClosedError(f"consumer {self.name!r}: {why}"))
         self._finished = True
         self._done.set()
 
@@ -165,6 +166,14 @@ class AsyncConsumer(QueuedConsumer):
                     logger.opt(exception=err).error(
                         "rxbus: a consumer raised out of its drain task; it goes on"
                     )
+        except asyncio.CancelledError:
+            # close() gave up on it, or its loop is shutting down (the end of the asyncio.run
+            # that made the bus): what it holds can never be delivered, and the next event
+            # must wake it to find it gone (_set_wake), not wait in its queue for ever
+            with self._lock:
+                self._waiting = True
+            self._abandon(BusClosedError(f"consumer {self.name!r}: its drain task was cancelled"))
+            raise
         finally:
             self._awaiting = None
             self._done.set()

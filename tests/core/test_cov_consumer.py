@@ -17,7 +17,15 @@ from reactivex import operators as ops
 from reactivex.disposable import Disposable
 from reactivex.testing import TestScheduler
 
-from rxbus import BufferOverflowError, Consumer, DeadLetter, Event, EventBus, Overflow
+from rxbus import (
+    BufferOverflowError,
+    BusClosedError,
+    Consumer,
+    DeadLetter,
+    Event,
+    EventBus,
+    Overflow,
+)
 from rxbus.testing import TestBus
 from tests.conftest import wait_until, wait_until_async
 
@@ -787,3 +795,60 @@ class TestInterruptedDelivery:
         assert [type(d.error) for d in letters] == [TimeoutError]
         assert counts(c) == (1, 0, 0, 1, 0)
         assert [type(d.error) for d in bus.recent_dead_letters()] == [TimeoutError]
+
+
+class TestCancelledDrainTask:
+    """An async consumer whose drain task is cancelled from outside can never deliver again:
+    what it holds is dropped and dead-lettered, never left queued for ever. Regression: an
+    event queued when the asyncio.run that made the bus ended stayed ``queued`` for good, and
+    close() returned [] (nothing reported)."""
+
+    def test_events_held_when_asyncio_run_ends_are_dropped_and_reported(self) -> None:
+        """asyncio.run ends while an async sink awaits one event and another is queued: its
+        cancellation of the drain task drops both, each with a dead letter saying why."""
+
+        async def main() -> tuple[EventBus, Consumer, list[Event]]:
+            bus = EventBus(name="run-ended")
+            started = asyncio.Event()
+
+            async def sink(e: Event) -> None:
+                started.set()
+                await asyncio.Event().wait()  # never set: still awaiting when the run ends
+
+            c = bus.subscribe(sink)
+            published = [bus.publish("a"), bus.publish("b")]
+            await started.wait()
+            return bus, c, published
+
+        bus, c, published = asyncio.run(main())
+        assert counts(c) == (2, 0, 0, 2, 0) and c.done
+        letters = bus.recent_dead_letters()
+        assert [d.event for d in letters] == published
+        assert all(isinstance(d.error, BusClosedError) for d in letters)
+        assert "drain task was cancelled" in str(letters[0].error)
+        assert bus.close(timeout=1) == [] and counts(c) == (2, 0, 0, 2, 0)
+
+    def test_a_publish_racing_the_cancellation_does_not_raise(self) -> None:
+        """A publish on the loop between the cancellation of the drain task (which cancels the
+        future it waits on) and the task seeing it returns normally; its event is dropped and
+        dead-lettered, and later publishes no longer reach the consumer."""
+
+        async def main() -> tuple[EventBus, Consumer, Event]:
+            bus = EventBus(name="cancelled")
+
+            async def sink(e: Event) -> None:
+                pass
+
+            c = bus.subscribe(sink)
+            await asyncio.sleep(0)  # one turn of the loop: the drain task waits for work
+            assert c.task is not None
+            c.task.cancel()
+            e = bus.publish("a")
+            await wait_until_async(lambda: c.done)
+            bus.publish("b")
+            await bus.aclose()
+            return bus, c, e
+
+        bus, c, e = asyncio.run(main())
+        assert counts(c) == (1, 0, 0, 1, 0)
+        assert [d.event for d in bus.recent_dead_letters()] == [e]
