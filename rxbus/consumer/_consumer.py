@@ -324,15 +324,14 @@ class Consumer(abc.DisposableBase):
             return None
         self._failed_now = False
         self._current = event
-        try:
-            if inlet is None:
-                self._emit(event)
-            else:
+        if inlet is None:
+            self._emit(event)  # no chain: the sink's failure is caught and counted there
+        else:
+            try:
                 inlet.on_next(event)
-        except Exception as err:  # an operator that raised instead of sending on_error
-            self._failed_now = True
-            self._report(DeadLetter.capture(event, self.name, err))
-            if inlet is not None:
+            except Exception as err:  # an operator that raised instead of sending on_error
+                self._failed_now = True
+                self._report(DeadLetter.capture(event, self.name, err))
                 self._rebuild_chain()
         self._current = None
         if self._failed_now:

@@ -852,3 +852,76 @@ class TestCancelledDrainTask:
         bus, c, e = asyncio.run(main())
         assert counts(c) == (1, 0, 0, 1, 0)
         assert [d.event for d in bus.recent_dead_letters()] == [e]
+
+
+class TestDedicatedThread:
+    def test_an_async_def_sink_is_refused_naming_it(self, bus: EventBus) -> None:
+        """dedicated=True with an async def sink raises ValueError naming the sink and the
+        mode to use; no consumer is left behind and the name is free again."""
+
+        async def handler(e: Event) -> None:
+            pass
+
+        with pytest.raises(ValueError, match=r"sink 'handler' is an async def .* mode='async'"):
+            bus.subscribe(handler, mode="thread", dedicated=True, name="handler")
+        assert bus.consumers == ()
+        assert bus.subscribe(lambda e: None, name="handler").name == "handler"
+
+    def test_a_timer_action_runs_on_the_consumers_own_thread(self, bus: EventBus) -> None:
+        """A time-based operator's timer is posted to the dedicated thread and run there, in
+        turn with the events: the window closes there and the sink gets the events of it."""
+        ts = TestScheduler()
+        got: list[tuple[list[str], str]] = []
+
+        def sink(window: list[Event]) -> None:
+            got.append(([e.topic for e in window], threading.current_thread().name))
+
+        c = bus.subscribe(
+            sink,
+            ops.buffer_with_time(1.0),
+            mode="thread",
+            dedicated=True,
+            name="windows",
+            scheduler=ts,
+        )
+        bus.publish("a")
+        bus.publish("b")
+        wait_until(lambda: c.stats.delivered == 2, what="both events in the window")
+        assert got == []
+        ts.advance_to(1.0)
+        wait_until(lambda: got, what="the window to close on the consumer's thread")
+        assert got == [(["a", "b"], "rxbus-windows")]
+        assert counts(c) == (2, 2, 0, 0, 0)
+
+
+class TestChainDisposedByItself:
+    def test_an_operator_that_disposes_its_consumer_then_raises_is_not_rebuilt(
+        self, testbus: TestBus
+    ) -> None:
+        """An operator disposing its own consumer, then raising: the event fails and is
+        dead-lettered, and no new chain is built for a consumer that is gone."""
+        bus = testbus
+        me: list[Consumer] = []
+        subscriptions = [0]
+        sink = Recorder()
+
+        def counting(source: Observable[Any]) -> Observable[Any]:
+            def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Any:
+                subscriptions[0] += 1
+                return source.subscribe(observer, scheduler=scheduler)
+
+            return Observable(subscribe)
+
+        def leave_then_raise(_: Event) -> None:
+            me[0].dispose()
+            raise RuntimeError("left")
+
+        me.append(
+            bus.subscribe(sink, counting, raw_operator(on_next=leave_then_raise), mode="thread")
+        )
+        bus.publish("a")
+        bus.drain()
+        assert sink.items == [] and subscriptions == [1]
+        assert counts(me[0]) == (1, 0, 1, 0, 0) and me[0].done and me[0] not in bus.consumers
+        assert errors(bus) == ["RuntimeError: left"]
+        assert bus.metrics()["failed"] == 1  # retired: folded into the bus totals
