@@ -17,13 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from reactivex import Observable, abc
+from reactivex import Observable, Observer, abc
 from reactivex import operators as ops
 from reactivex.disposable import Disposable
 from reactivex.testing import TestScheduler
 
 from rxbus import BusClosedError, DeadLetter, Event, EventBus, InvalidTopicError, PayloadError
 from rxbus.bus._lifecycle import ExitGuard
+from rxbus.bus._stream import _Guard
 from tests.conftest import wait_until, wait_until_async
 
 # a lambda at module level: its __qualname__ is plain '<lambda>'
@@ -728,3 +729,45 @@ def test_a_dead_letter_observer_failing_at_close_does_not_stop_the_others() -> N
     bus.dead_letters.subscribe(on_completed=lambda: completed.append("second"))
     assert bus.close() == []
     assert completed == ["first", "second"] and bus.closed
+
+
+class _LockWithRace:
+    """A lock whose first acquisition first runs ``race`` on another thread, to completion:
+    what another thread did just before this one took the lock, made deterministic."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.race: Any = None
+
+    def __enter__(self) -> None:
+        race, self.race = self.race, None
+        if race is not None:
+            other = threading.Thread(target=race)
+            other.start()
+            other.join(10)
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_a_piped_chain_failing_on_another_thread_while_it_starts_is_not_kept_twice(
+    bus: EventBus,
+) -> None:
+    """The chain fails on another thread between its subscription and the moment the guard
+    keeps it: the other thread starts a fresh chain, and the failed one is disposed, not kept
+    beside it. Regression: both stayed subscribed, each event reached the subscriber twice,
+    and dispose() left one consumer on the bus for ever."""
+    got: list[str] = []
+    lock = _LockWithRace()
+    chain = ops.map(lambda e: e.topic)(bus.events)
+    guard = _Guard(chain, Observer(got.append), bus, bus._dead_letter, None)
+    guard._lock = lock  # type: ignore[assignment]
+    lock.race = lambda: guard.on_error(ValueError("failed meanwhile"))
+    guard.start()
+    assert len(bus.consumers) == 1
+    bus.publish("a")
+    assert got == ["a"]
+    assert [str(d.error) for d in bus.recent_dead_letters()] == ["failed meanwhile"]
+    guard.dispose()
+    assert bus.consumers == ()
