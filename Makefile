@@ -13,6 +13,11 @@ PIP    := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip --quiet --quie
 
 # Branch coverage floor (percent): raise it as tests grow, never lower it.
 COV_FLOOR ?= 93
+# The core (issue 10.9) is held to 100% on its own: event, topics, policies, dead letters, the
+# bus and consumer packages. consumer/_sync.py joins once its hot-path rewrite (issue 10.3) is in.
+CORE_COV_FLOOR ?= 100
+CORE_COV := rxbus/event.py,rxbus/topics.py,rxbus/policies.py,rxbus/deadletter.py,rxbus/bus/*,rxbus/consumer/*
+CORE_COV_OMIT := rxbus/consumer/_sync.py
 
 .PHONY: demo test test-lowest install-lowest lint typecheck bench docs docs-serve install clean
 
@@ -44,6 +49,9 @@ test: $(ALL)
 	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-disable \
 		--cov --cov-branch --cov-report=term --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	@echo "Core branch coverage (floor $(CORE_COV_FLOOR)%):"
+	$(BIN)/coverage report --include='$(CORE_COV)' --omit='$(CORE_COV_OMIT)' \
+		--show-missing --fail-under=$(CORE_COV_FLOOR)
 	@$(MAKE) --no-print-directory test-lowest
 
 # The core and operator tests again on the lowest reactivex rxbus supports (the suite above runs

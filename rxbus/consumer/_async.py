@@ -161,7 +161,7 @@ class AsyncConsumer(QueuedConsumer):
                     else:
                         self._deliver(item)
                 except asyncio.CancelledError:
-                    raise  # close() gave up on this consumer
+                    raise  # see below
                 except BaseException as err:  # counted; the loop's other consumers go on
                     logger.opt(exception=err).error(
                         "rxbus: a consumer raised out of its drain task; it goes on"

@@ -925,3 +925,19 @@ class TestChainDisposedByItself:
         assert counts(me[0]) == (1, 0, 1, 0, 0) and me[0].done and me[0] not in bus.consumers
         assert errors(bus) == ["RuntimeError: left"]
         assert bus.metrics()["failed"] == 1  # retired: folded into the bus totals
+
+
+def test_an_event_still_being_handed_out_when_close_runs_is_refused_and_counted() -> None:
+    """close() called from the sink of the first consumer a publish reaches: the consumers
+    after it in the same publish have stopped accepting (and are not retired); they drop the
+    event, count it, and dead-letter it."""
+    bus = EventBus(name="closing")
+    results: list[list[DeadLetter]] = []
+    bus.subscribe(lambda e: results.append(bus.close(timeout=5)), name="closer")
+    later = bus.subscribe(lambda e: None, mode="thread", name="later")
+    e = bus.publish("a")
+    assert results == [[]] and bus.closed
+    assert counts(later) == (1, 0, 0, 1, 0) and not later.retired
+    [letter] = bus.recent_dead_letters()
+    assert letter.event is e and letter.consumer == "later"
+    assert str(letter.error) == "consumer 'later' stopped accepting events"
