@@ -13,6 +13,10 @@ PIP    := PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip --quiet --quie
 
 # Branch coverage floor (percent): raise it as tests grow, never lower it.
 COV_FLOOR ?= 93
+# The core (issue 10.9) is held to 100% on its own: event, topics, policies, dead letters, the
+# bus and consumer packages.
+CORE_COV_FLOOR ?= 100
+CORE_COV := rxbus/event.py,rxbus/topics.py,rxbus/policies.py,rxbus/deadletter.py,rxbus/bus/*,rxbus/consumer/*
 
 .PHONY: demo test test-lowest install-lowest lint typecheck bench docs docs-serve install clean
 
@@ -44,6 +48,8 @@ test: $(ALL)
 	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-disable \
 		--cov --cov-branch --cov-report=term --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	@echo "Core branch coverage (floor $(CORE_COV_FLOOR)%):"
+	$(BIN)/coverage report --include='$(CORE_COV)' --show-missing --fail-under=$(CORE_COV_FLOOR)
 	@$(MAKE) --no-print-directory test-lowest
 
 # The core and operator tests again on the lowest reactivex rxbus supports (the suite above runs

@@ -76,7 +76,7 @@ class _IdSource:
 
 _LOW_HEX = tuple("%03x" % i for i in range(4096))
 _ids = _IdSource()
-if hasattr(os, "register_at_fork"):
+if hasattr(os, "register_at_fork"):  # pragma: no branch - False only on Windows (no fork)
     os.register_at_fork(after_in_child=_ids.reseed)
 
 

@@ -722,7 +722,7 @@ class EventBus(BusApi, abc.ObserverBase[Event]):
         for observer in self._dead_observers:
             try:
                 observer.on_completed()
-            except Exception:  # pragma: no cover - an observer failing at completion
+            except Exception:  # one observer failing at completion must not stop the others
                 pass
         self._dead_observers = ()
         loop, thread = self._owned_loop, self._loop_thread

@@ -116,7 +116,8 @@ class _Guard(abc.ObserverBase[Any]):
                 self._report(DeadLetter.capture(None, self.name, err))
             return
         with self._lock:
-            if not self._disposed:
+            # another thread may have failed this chain and started a fresh one meanwhile
+            if not self._disposed and self._subscription is None:
                 self._subscription = subscription
                 return
         subscription.dispose()

@@ -10,6 +10,7 @@ from typing import Any
 from reactivex import abc
 from reactivex.scheduler.eventloop import AsyncIOThreadSafeScheduler
 
+from rxbus._log import logger
 from rxbus.consumer._consumer import Mode
 from rxbus.consumer._thread import QueuedConsumer
 from rxbus.deadletter import DeadLetter
@@ -84,25 +85,26 @@ class AsyncConsumer(QueuedConsumer):
         try:
             loop.call_soon_threadsafe(self._set_wake)
         except RuntimeError:  # the loop is closed (e.g. the asyncio.run that made the bus ended)
-            self._loop_gone(loop)
+            self._loop_gone(f"its asyncio loop {loop!r} is closed")
 
     def _set_wake(self) -> None:
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
+        else:  # the drain task was cancelled (see _run): nothing would ever take the event
+            self._loop_gone("its drain task was cancelled")
 
-    def _loop_gone(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The consumer's loop is closed: it can never run again. Stop it and dead-letter what
-        it held, instead of letting publish() raise."""
+    def _loop_gone(self, why: str) -> None:
+        """The consumer can never run again (its loop is closed, or its drain task was
+        cancelled). Stop it and dead-letter what it held, instead of letting publish() raise or
+        the events wait for ever."""
         with self._lock:
             if not self._accepting and self._done.is_set():
                 return
             self._accepting = False
         self._queue.close()
         self.host.detach(self)
-        self._abandon(
-            BusClosedError(f"consumer {self.name!r}: its asyncio loop {loop!r} is closed")
-        )
+        self._abandon(BusClosedError(f"consumer {self.name!r}: {why}"))
         self._finished = True
         self._done.set()
 
@@ -153,10 +155,25 @@ class AsyncConsumer(QueuedConsumer):
                                 self._report(DeadLetter.capture(None, self.name, err))
                         return
                     continue
-                if self._async_sink:
-                    await self._deliver_async(item)
-                else:
-                    self._deliver(item)
+                try:
+                    if self._async_sink:
+                        await self._deliver_async(item)
+                    else:
+                        self._deliver(item)
+                except asyncio.CancelledError:
+                    raise  # see below
+                except BaseException as err:  # counted; the loop's other consumers go on
+                    logger.opt(exception=err).error(
+                        "rxbus: a consumer raised out of its drain task; it goes on"
+                    )
+        except asyncio.CancelledError:
+            # close() gave up on it, or its loop is shutting down (the end of the asyncio.run
+            # that made the bus): what it holds can never be delivered, and the next event
+            # must wake it to find it gone (_set_wake), not wait in its queue for ever
+            with self._lock:
+                self._waiting = True
+            self._abandon(BusClosedError(f"consumer {self.name!r}: its drain task was cancelled"))
+            raise
         finally:
             self._awaiting = None
             self._done.set()
@@ -165,26 +182,36 @@ class AsyncConsumer(QueuedConsumer):
         """``_deliver`` for an async sink: the chain runs, then each emitted item is awaited."""
         self._awaiting = []
         self._inflight = event
-        ok = self._process(event)
-        if ok is None:
+        try:
+            ok = self._process(event)
+            if ok is not None:
+                ok = await self._drain_awaiting() and ok
+        except asyncio.CancelledError:
+            raise  # the task is stopped (close() gave up on it and counted it as dropped)
+        except BaseException as err:  # a sink's KeyboardInterrupt: as in _deliver
             self._awaiting = None
-            self._inflight = None
-            return
-        ok = await self._drain_awaiting() and ok
+            self._current = None
+            if self._settle(False):
+                self._item_failed(event, err)
+            raise
+        self._awaiting = None
+        self._settle(ok)
+
+    def _settle(self, ok: bool | None) -> bool:
+        """Count the event an async sink was awaiting (None: dropped, counted already), unless
+        close() gave up on it and counted it as dropped (then False)."""
         self._inflight = None
-        if self._inflight_abandoned:  # close() gave up on it and counted it as dropped
-            self._inflight_abandoned = False
-            if self._retire_late:
-                self._retire_late = False
-                self.host.retire(self)
-            return
-        if ok:
-            self.delivered += 1
-        else:
-            self.failed += 1
-        if self._retire_late:
+        counted = not self._inflight_abandoned
+        self._inflight_abandoned = False
+        if counted and ok is not None:
+            if ok:
+                self.delivered += 1
+            else:
+                self.failed += 1
+        if self._retire_late:  # disposed by its own chain: counted now, then folded
             self._retire_late = False
             self.host.retire(self)
+        return counted
 
     async def _drain_awaiting(self) -> bool:
         """Await the async sink for every item the chain emitted; False if any failed."""

@@ -253,7 +253,7 @@ class Consumer(abc.DisposableBase):
         except Exception as err:
             self._item_failed(value, err)
 
-    def _item_failed(self, item: Any, err: Exception) -> None:
+    def _item_failed(self, item: Any, err: BaseException) -> None:
         """The sink raised for ``item`` (an event, or something the chain derived from one)."""
         self._failed_now = True
         self.dead_lettered += 1
@@ -289,15 +289,28 @@ class Consumer(abc.DisposableBase):
         self.host.report(letter)
 
     def _deliver(self, event: Any) -> None:
-        """Run one event through the chain and the sink, and count the outcome."""
-        ok = self._process(event)
-        if ok:
-            self.delivered += 1
-        elif ok is not None:
+        """Run one event through the chain and the sink, and count the outcome.
+
+        A ``BaseException`` that is not an ``Exception`` (a sink's ``KeyboardInterrupt``) counts
+        the event as failed and dead-letters it, then goes on up: to the publisher of a ``sync``
+        consumer, to the worker or drain task of the others, which log it and go on.
+        """
+        try:
+            ok = self._process(event)
+        except BaseException as err:
+            self._current = None
             self.failed += 1
-        if self._retire_late:  # disposed from its own sink: counted now, then folded
-            self._retire_late = False
-            self.host.retire(self)
+            self._item_failed(event, err)
+            raise
+        else:
+            if ok:
+                self.delivered += 1
+            elif ok is not None:
+                self.failed += 1
+        finally:
+            if self._retire_late:  # disposed from its own sink: counted now, then folded
+                self._retire_late = False
+                self.host.retire(self)
 
     def _process(self, event: Any) -> bool | None:
         """Run one event through the chain and the sink: True if nothing failed, None if the
@@ -311,15 +324,14 @@ class Consumer(abc.DisposableBase):
             return None
         self._failed_now = False
         self._current = event
-        try:
-            if inlet is None:
-                self._emit(event)
-            else:
+        if inlet is None:
+            self._emit(event)  # no chain: the sink's failure is caught and counted there
+        else:
+            try:
                 inlet.on_next(event)
-        except Exception as err:  # an operator that raised instead of sending on_error
-            self._failed_now = True
-            self._report(DeadLetter.capture(event, self.name, err))
-            if inlet is not None:
+            except Exception as err:  # an operator that raised instead of sending on_error
+                self._failed_now = True
+                self._report(DeadLetter.capture(event, self.name, err))
                 self._rebuild_chain()
         self._current = None
         if self._failed_now:

@@ -84,6 +84,8 @@ class WorkerPool:
         name: thread name prefix (threads are ``{name}-1``, ``{name}-2``, ...).
     """
 
+    _thread_class = threading.Thread  # a test swaps it to make start() fail, as at shutdown
+
     def __init__(
         self, max_workers: int | None = None, *, batch: int = BATCH, name: str = "rxbus-worker"
     ) -> None:
@@ -123,7 +125,7 @@ class WorkerPool:
                 return
             if len(self._threads) >= self.max_workers:
                 return  # every worker is busy: one takes the task when it finishes a batch
-            thread = threading.Thread(
+            thread = self._thread_class(
                 target=self._work, name=f"{self.name}-{len(self._threads) + 1}", daemon=True
             )
             try:

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from rxbus._log import logger
 from rxbus.consumer._consumer import Call, Consumer, Mode
 from rxbus.consumer._pool import Executor
 from rxbus.consumer._queue import OVERFLOWED, REFUSED
@@ -252,4 +253,9 @@ class DedicatedThreadConsumer(QueuedConsumer):
                     self._done.set()
                     return
                 continue
-            self._deliver(item)
+            try:
+                self._deliver(item)
+            except BaseException as err:  # counted; the thread goes on, as a pool worker does
+                logger.opt(exception=err).error(
+                    "rxbus: a consumer raised out of its thread; it goes on"
+                )

@@ -17,12 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from reactivex import Observable, abc
+from reactivex import Observable, Observer, abc
 from reactivex import operators as ops
 from reactivex.disposable import Disposable
+from reactivex.testing import TestScheduler
 
 from rxbus import BusClosedError, DeadLetter, Event, EventBus, InvalidTopicError, PayloadError
 from rxbus.bus._lifecycle import ExitGuard
+from rxbus.bus._stream import _Guard
 from tests.conftest import wait_until, wait_until_async
 
 # a lambda at module level: its __qualname__ is plain '<lambda>'
@@ -681,3 +683,91 @@ def test_a_stream_that_fails_at_every_subscribe_gives_its_error_to_the_subscribe
 
     always.subscribe(print, on_error=raising)
     assert [str(d.error) for d in bus.recent_dead_letters()][3:] == ["always"] * 3 + ["observer"]
+
+
+def test_a_stream_failed_by_its_timer_again_and_again_gives_up_and_disposes_harmlessly(
+    bus: EventBus,
+) -> None:
+    """A piped stream whose timer fails it one second after each subscription, with no event
+    between: resubscribed twice, then the subscriber gets the error and its consumer is gone;
+    disposing the subscription afterwards does nothing more."""
+    ts = TestScheduler()
+    errors: list[Exception] = []
+
+    def fails_after_a_second(source: Observable[Any]) -> Observable[Any]:
+        def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Any:
+            def fail_now(*_: Any) -> None:
+                observer.on_error(ValueError("timer"))
+
+            scheduler.schedule_relative(1.0, fail_now)
+            return source.subscribe(observer, scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    sub = bus.events.pipe(fails_after_a_second).subscribe(
+        print, on_error=errors.append, scheduler=ts
+    )
+    ts.advance_to(2.0)
+    assert errors == [] and len(bus.consumers) == 1  # failed twice, resubscribed each time
+    ts.advance_to(3.0)
+    assert [str(e) for e in errors] == ["timer"] and bus.consumers == ()
+    sub.dispose()
+    assert bus.consumers == () and [str(e) for e in errors] == ["timer"]
+    assert [str(d.error) for d in bus.recent_dead_letters()] == ["timer"] * 3
+
+
+def test_a_dead_letter_observer_failing_at_close_does_not_stop_the_others() -> None:
+    """close() completes every dead-letter observer even when one raises from on_completed."""
+    bus = EventBus()
+    completed: list[str] = []
+
+    def fail() -> None:
+        completed.append("first")
+        raise RuntimeError("cannot complete")
+
+    bus.dead_letters.subscribe(on_completed=fail)
+    bus.dead_letters.subscribe(on_completed=lambda: completed.append("second"))
+    assert bus.close() == []
+    assert completed == ["first", "second"] and bus.closed
+
+
+class _LockWithRace:
+    """A lock whose first acquisition first runs ``race`` on another thread, to completion:
+    what another thread did just before this one took the lock, made deterministic."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.race: Any = None
+
+    def __enter__(self) -> None:
+        race, self.race = self.race, None
+        if race is not None:
+            other = threading.Thread(target=race)
+            other.start()
+            other.join(10)
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_a_piped_chain_failing_on_another_thread_while_it_starts_is_not_kept_twice(
+    bus: EventBus,
+) -> None:
+    """The chain fails on another thread between its subscription and the moment the guard
+    keeps it: the other thread starts a fresh chain, and the failed one is disposed, not kept
+    beside it. Regression: both stayed subscribed, each event reached the subscriber twice,
+    and dispose() left one consumer on the bus for ever."""
+    got: list[str] = []
+    lock = _LockWithRace()
+    chain = ops.map(lambda e: e.topic)(bus.events)
+    guard = _Guard(chain, Observer(got.append), bus, bus._dead_letter, None)
+    guard._lock = lock  # type: ignore[assignment]
+    lock.race = lambda: guard.on_error(ValueError("failed meanwhile"))
+    guard.start()
+    assert len(bus.consumers) == 1
+    bus.publish("a")
+    assert got == ["a"]
+    assert [str(d.error) for d in bus.recent_dead_letters()] == ["failed meanwhile"]
+    guard.dispose()
+    assert bus.consumers == ()

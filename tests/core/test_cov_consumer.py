@@ -17,7 +17,15 @@ from reactivex import operators as ops
 from reactivex.disposable import Disposable
 from reactivex.testing import TestScheduler
 
-from rxbus import BufferOverflowError, Consumer, DeadLetter, Event, EventBus, Overflow
+from rxbus import (
+    BufferOverflowError,
+    BusClosedError,
+    Consumer,
+    DeadLetter,
+    Event,
+    EventBus,
+    Overflow,
+)
 from rxbus.testing import TestBus
 from tests.conftest import wait_until, wait_until_async
 
@@ -703,3 +711,233 @@ class TestAsyncConsumers:
         m = bus.metrics()
         assert m["delivered"] + m["dropped"] == 1
         assert bus.close() == []
+
+
+def _interrupted_at_one(got: list[int]) -> Any:
+    def sink(e: Event) -> None:
+        if e.data["n"] == 1:
+            raise _Interrupt
+        got.append(e.data["n"])
+
+    return sink
+
+
+def _async_interrupted_at_one(got: list[int]) -> Any:
+    async def sink(e: Event) -> None:
+        if e.data["n"] == 1:
+            raise _Interrupt
+        got.append(e.data["n"])
+
+    return sink
+
+
+class TestInterruptedDelivery:
+    """A sink raising a BaseException that is not an Exception (KeyboardInterrupt): the event
+    counts as failed and is dead-lettered, and the consumer goes on with the next events.
+    Regression: thread, dedicated and chained sync consumers counted it nowhere (received 3,
+    delivered 2, failed 0), and an async consumer's drain task died, leaving the events queued
+    behind it undelivered while close() reported nothing."""
+
+    @pytest.mark.parametrize(
+        ("mode", "make_sink", "extra"),
+        [
+            ("sync", _interrupted_at_one, {}),
+            ("thread", _interrupted_at_one, {}),
+            ("thread", _interrupted_at_one, {"dedicated": True}),
+            ("async", _interrupted_at_one, {}),
+            ("async", _async_interrupted_at_one, {}),
+        ],
+        ids=["sync", "pool", "dedicated", "async-plain-sink", "async-def-sink"],
+    )
+    @pytest.mark.parametrize("chained", [False, True], ids=["sink", "chain"])
+    def test_the_event_is_counted_failed_and_later_events_are_delivered(
+        self, bus: EventBus, mode: str, make_sink: Any, extra: dict[str, Any], chained: bool
+    ) -> None:
+        """Three events, the second interrupted: (3, 2, 1, 0, 0) and one dead letter naming it;
+        a sync publisher gets the BaseException, the other modes' publishers do not."""
+        got: list[int] = []
+        chain = (ops.map(lambda e: e),) if chained else ()
+        c = bus.subscribe(make_sink(got), *chain, mode=mode, **extra)
+        for n in range(3):
+            if mode == "sync" and n == 1:
+                with pytest.raises(_Interrupt):
+                    bus.publish("a", {"n": n})
+            else:
+                bus.publish("a", {"n": n})
+        wait_until(lambda: c.processed == 3, what="three events processed")
+        assert got == [0, 2] and counts(c) == (3, 2, 1, 0, 0)
+        [letter] = bus.recent_dead_letters()
+        assert letter.event.data == {"n": 1} and isinstance(letter.error, _Interrupt)
+        assert bus.close() == []
+
+    def test_an_event_given_up_by_aclose_then_interrupted_is_counted_once(self) -> None:
+        """aclose() gives up on the event an async sink awaits (dropped, dead-lettered); when
+        the sink then raises a BaseException for it, it is not counted a second time."""
+
+        async def main() -> tuple[list[DeadLetter], Consumer, EventBus]:
+            bus = EventBus(name="given-up")
+            resume: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            started = asyncio.Event()
+
+            async def sink(e: Event) -> None:
+                started.set()
+                await resume
+
+            c = bus.subscribe(sink, name="stuck")
+            bus.publish("a")
+            await started.wait()
+            letters = await bus.aclose(timeout=0.05)
+            resume.set_exception(_Interrupt())
+            await wait_until_async(lambda: c.done)
+            return letters, c, bus
+
+        letters, c, bus = asyncio.run(main())
+        assert [type(d.error) for d in letters] == [TimeoutError]
+        assert counts(c) == (1, 0, 0, 1, 0)
+        assert [type(d.error) for d in bus.recent_dead_letters()] == [TimeoutError]
+
+
+class TestCancelledDrainTask:
+    """An async consumer whose drain task is cancelled from outside can never deliver again:
+    what it holds is dropped and dead-lettered, never left queued for ever. Regression: an
+    event queued when the asyncio.run that made the bus ended stayed ``queued`` for good, and
+    close() returned [] (nothing reported)."""
+
+    def test_events_held_when_asyncio_run_ends_are_dropped_and_reported(self) -> None:
+        """asyncio.run ends while an async sink awaits one event and another is queued: its
+        cancellation of the drain task drops both, each with a dead letter saying why."""
+
+        async def main() -> tuple[EventBus, Consumer, list[Event]]:
+            bus = EventBus(name="run-ended")
+            started = asyncio.Event()
+
+            async def sink(e: Event) -> None:
+                started.set()
+                await asyncio.Event().wait()  # never set: still awaiting when the run ends
+
+            c = bus.subscribe(sink)
+            published = [bus.publish("a"), bus.publish("b")]
+            await started.wait()
+            return bus, c, published
+
+        bus, c, published = asyncio.run(main())
+        assert counts(c) == (2, 0, 0, 2, 0) and c.done
+        letters = bus.recent_dead_letters()
+        assert [d.event for d in letters] == published
+        assert all(isinstance(d.error, BusClosedError) for d in letters)
+        assert "drain task was cancelled" in str(letters[0].error)
+        assert bus.close(timeout=1) == [] and counts(c) == (2, 0, 0, 2, 0)
+
+    def test_a_publish_racing_the_cancellation_does_not_raise(self) -> None:
+        """A publish on the loop between the cancellation of the drain task (which cancels the
+        future it waits on) and the task seeing it returns normally; its event is dropped and
+        dead-lettered, and later publishes no longer reach the consumer."""
+
+        async def main() -> tuple[EventBus, Consumer, Event]:
+            bus = EventBus(name="cancelled")
+
+            async def sink(e: Event) -> None:
+                pass
+
+            c = bus.subscribe(sink)
+            await asyncio.sleep(0)  # one turn of the loop: the drain task waits for work
+            assert c.task is not None
+            c.task.cancel()
+            e = bus.publish("a")
+            await wait_until_async(lambda: c.done)
+            bus.publish("b")
+            await bus.aclose()
+            return bus, c, e
+
+        bus, c, e = asyncio.run(main())
+        assert counts(c) == (1, 0, 0, 1, 0)
+        assert [d.event for d in bus.recent_dead_letters()] == [e]
+
+
+class TestDedicatedThread:
+    def test_an_async_def_sink_is_refused_naming_it(self, bus: EventBus) -> None:
+        """dedicated=True with an async def sink raises ValueError naming the sink and the
+        mode to use; no consumer is left behind and the name is free again."""
+
+        async def handler(e: Event) -> None:
+            pass
+
+        with pytest.raises(ValueError, match=r"sink 'handler' is an async def .* mode='async'"):
+            bus.subscribe(handler, mode="thread", dedicated=True, name="handler")
+        assert bus.consumers == ()
+        assert bus.subscribe(lambda e: None, name="handler").name == "handler"
+
+    def test_a_timer_action_runs_on_the_consumers_own_thread(self, bus: EventBus) -> None:
+        """A time-based operator's timer is posted to the dedicated thread and run there, in
+        turn with the events: the window closes there and the sink gets the events of it."""
+        ts = TestScheduler()
+        got: list[tuple[list[str], str]] = []
+
+        def sink(window: list[Event]) -> None:
+            got.append(([e.topic for e in window], threading.current_thread().name))
+
+        c = bus.subscribe(
+            sink,
+            ops.buffer_with_time(1.0),
+            mode="thread",
+            dedicated=True,
+            name="windows",
+            scheduler=ts,
+        )
+        bus.publish("a")
+        bus.publish("b")
+        wait_until(lambda: c.stats.delivered == 2, what="both events in the window")
+        assert got == []
+        ts.advance_to(1.0)
+        wait_until(lambda: got, what="the window to close on the consumer's thread")
+        assert got == [(["a", "b"], "rxbus-windows")]
+        assert counts(c) == (2, 2, 0, 0, 0)
+
+
+class TestChainDisposedByItself:
+    def test_an_operator_that_disposes_its_consumer_then_raises_is_not_rebuilt(
+        self, testbus: TestBus
+    ) -> None:
+        """An operator disposing its own consumer, then raising: the event fails and is
+        dead-lettered, and no new chain is built for a consumer that is gone."""
+        bus = testbus
+        me: list[Consumer] = []
+        subscriptions = [0]
+        sink = Recorder()
+
+        def counting(source: Observable[Any]) -> Observable[Any]:
+            def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Any:
+                subscriptions[0] += 1
+                return source.subscribe(observer, scheduler=scheduler)
+
+            return Observable(subscribe)
+
+        def leave_then_raise(_: Event) -> None:
+            me[0].dispose()
+            raise RuntimeError("left")
+
+        me.append(
+            bus.subscribe(sink, counting, raw_operator(on_next=leave_then_raise), mode="thread")
+        )
+        bus.publish("a")
+        bus.drain()
+        assert sink.items == [] and subscriptions == [1]
+        assert counts(me[0]) == (1, 0, 1, 0, 0) and me[0].done and me[0] not in bus.consumers
+        assert errors(bus) == ["RuntimeError: left"]
+        assert bus.metrics()["failed"] == 1  # retired: folded into the bus totals
+
+
+def test_an_event_still_being_handed_out_when_close_runs_is_refused_and_counted() -> None:
+    """close() called from the sink of the first consumer a publish reaches: the consumers
+    after it in the same publish have stopped accepting (and are not retired); they drop the
+    event, count it, and dead-letter it."""
+    bus = EventBus(name="closing")
+    results: list[list[DeadLetter]] = []
+    bus.subscribe(lambda e: results.append(bus.close(timeout=5)), name="closer")
+    later = bus.subscribe(lambda e: None, mode="thread", name="later")
+    e = bus.publish("a")
+    assert results == [[]] and bus.closed
+    assert counts(later) == (1, 0, 0, 1, 0) and not later.retired
+    [letter] = bus.recent_dead_letters()
+    assert letter.event is e and letter.consumer == "later"
+    assert str(letter.error) == "consumer 'later' stopped accepting events"

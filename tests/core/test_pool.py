@@ -6,11 +6,13 @@ import multiprocessing
 import os
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytest
 
 from rxbus import Event, EventBus, Overflow
-from rxbus.consumer import BATCH, WorkerPool, worker_pool
+from rxbus.consumer import BATCH, ManualExecutor, WorkerPool, worker_pool
+from rxbus.consumer import _pool as pool_module
 from tests.conftest import wait_until
 
 
@@ -209,3 +211,192 @@ def _child_publishes() -> None:
         bus.publish("child")
         assert bus.close(timeout=10) == []
     os._exit(0 if got == ["child"] else 1)
+
+
+class _Interrupt(BaseException):
+    """Stands for KeyboardInterrupt without disturbing pytest."""
+
+
+class _Task:
+    """A scheduled consumer as the pool sees it: runs ``batches`` in turn, one per call
+    (each a callable returning whether work remains), and records the thread of each run."""
+
+    def __init__(self, *batches: Callable[[], object]) -> None:
+        self.batches = list(batches)
+        self.runs: list[str] = []
+
+    def run_batch(self, limit: int) -> bool:
+        self.runs.append(threading.current_thread().name)
+        return bool(self.batches.pop(0)())
+
+
+def _done() -> bool:
+    return False
+
+
+def _more() -> bool:
+    return True
+
+
+class TestWorkerPool:
+    def test_a_pool_without_workers_is_refused_naming_the_value(self) -> None:
+        """WorkerPool(0) raises ValueError naming 0 and the rule."""
+        with pytest.raises(ValueError, match=r"max_workers must be >= 1, got 0"):
+            WorkerPool(0)
+
+    def test_threads_start_only_when_work_finds_no_idle_worker_up_to_the_bound(self) -> None:
+        """No thread before work; three tasks that block at once start two threads, the bound;
+        the third task runs when a worker is free."""
+        pool = WorkerPool(2, name="rxbus-bound")
+        assert pool.threads == 0
+        gate = threading.Event()
+        tasks = [_Task(lambda: gate.wait(10) and False) for _ in range(3)]
+        for task in tasks:
+            pool.submit(task)
+        wait_until(lambda: sum(len(t.runs) for t in tasks) == 2, what="two tasks running")
+        assert pool.threads == 2
+        gate.set()
+        wait_until(lambda: all(t.runs for t in tasks), what="the third task to run")
+        assert pool.threads == 2
+        assert {name for t in tasks for name in t.runs} <= {"rxbus-bound-1", "rxbus-bound-2"}
+
+    def test_a_task_raising_a_base_exception_is_run_again_on_a_live_worker(self) -> None:
+        """A BaseException out of a batch (a sink's KeyboardInterrupt) does not kill the worker:
+        the task is scheduled again, and the same worker runs it and the next task."""
+
+        def interrupt() -> bool:
+            raise _Interrupt
+
+        flaky, later = _Task(interrupt, _done), _Task(_done)
+        pool = WorkerPool(1, name="rxbus-interrupt")
+        pool.submit(flaky)
+        wait_until(lambda: len(flaky.runs) == 2, what="the interrupted task to run again")
+        pool.submit(later)
+        wait_until(lambda: later.runs, what="the next task")
+        assert flaky.runs == ["rxbus-interrupt-1"] * 2 and later.runs == ["rxbus-interrupt-1"]
+        assert pool.threads == 1
+
+    def test_a_thread_that_cannot_start_fails_the_first_submit_only(self) -> None:
+        """When no thread can start (interpreter shutdown), the first submit raises; once a
+        worker runs, a failed start is ignored and the running worker takes the task later."""
+
+        class NoStart(threading.Thread):
+            def start(self) -> None:
+                raise RuntimeError("can't create new thread at interpreter shutdown")
+
+        empty = WorkerPool(2, name="rxbus-nostart")
+        empty._thread_class = NoStart
+        with pytest.raises(RuntimeError, match="interpreter shutdown"):
+            empty.submit(_Task(_done))
+        assert empty.threads == 0
+
+        pool = WorkerPool(2, name="rxbus-onestart")
+        gate = threading.Event()
+        first = _Task(lambda: gate.wait(10) and False)
+        pool.submit(first)
+        wait_until(lambda: first.runs, what="the first worker to take its task")
+        pool._thread_class = NoStart
+        second = _Task(_done)
+        pool.submit(second)  # no idle worker, and no new one can start: queued, no error
+        assert pool.threads == 1 and second.runs == []
+        gate.set()
+        wait_until(lambda: second.runs, what="the running worker to take the queued task")
+        assert second.runs == ["rxbus-onestart-1"]
+
+    def test_close_from_a_worker_gives_up_on_a_consumer_stuck_past_its_timeout(self) -> None:
+        """close() from a pooled sink, with a dedicated consumer stuck in its sink: the worker
+        waits (running nothing, as nothing is scheduled) until the timeout, then the stuck
+        consumer's queued event is a dead letter, counted as dropped; the one in its sink is
+        delivered when it returns."""
+        bus = EventBus(name="pool-stuck")
+        bus._host.executor = WorkerPool(1, name="rxbus-stuck")
+        gate, entered = threading.Event(), threading.Event()
+        results: list[list[object]] = []
+
+        def stuck(e: Event) -> None:
+            entered.set()
+            gate.wait(10)
+
+        slow = bus.subscribe(stuck, topic="slow", mode="thread", dedicated=True)
+        bus.publish("slow", {"n": 1})
+        bus.publish("slow", {"n": 2})
+        entered.wait(10)
+        bus.subscribe(
+            lambda e: results.append(bus.close(timeout=0.2)), topic="close", mode="thread"
+        )
+        bus.publish("close")
+        wait_until(lambda: results, what="close() to return")
+        gate.set()
+        [letters] = results
+        assert [(d.event.data, type(d.error)) for d in letters] == [({"n": 2}, TimeoutError)]
+        wait_until(lambda: slow.done, what="the stuck consumer to finish")
+        s = slow.stats
+        assert (s.received, s.delivered, s.dropped, s.queued) == (2, 1, 1, 0)
+
+
+class TestManualExecutor:
+    def test_each_pending_task_gets_one_batch_and_those_with_work_left_wait(self) -> None:
+        """run_pending gives each scheduled task one batch in turn; one with work left is kept
+        for the next call, one done is not; a producer may never wait for room."""
+        executor = ManualExecutor()
+        busy, quick = _Task(_more, _done), _Task(_done)
+        executor.submit(busy)
+        executor.submit(quick)
+        assert len(executor) == 2 and not executor.may_wait()
+        assert executor.run_pending()
+        assert (len(busy.runs), len(quick.runs), len(executor)) == (1, 1, 1)
+        assert executor.run_pending()
+        assert (len(busy.runs), len(executor)) == (2, 0)
+        assert not executor.run_pending()
+
+    def test_wait_without_a_driver_runs_what_is_pending_then_answers(self) -> None:
+        """wait() with no driver runs the pending batches, then reports whether done is set,
+        without blocking for the timeout."""
+        executor = ManualExecutor()
+        done = threading.Event()
+        executor.submit(_Task(lambda: done.set() or False))
+        assert executor.wait(done, timeout=60)
+        assert not executor.wait(threading.Event(), timeout=60)
+
+
+class _RacingLock:
+    """A lock that lets "another thread" make the pool just before it is acquired."""
+
+    def __init__(self, race: Callable[[], object]) -> None:
+        self._lock = threading.Lock()
+        self._race = race
+
+    def __enter__(self) -> None:
+        self._race()
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class TestTheProcessPool:
+    def test_two_threads_asking_for_the_pool_get_the_same_one(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The pool made by another thread while this one waited for the lock is the one
+        returned; no second pool is made."""
+        pools: list[WorkerPool] = []
+        theirs = WorkerPool(1, name="rxbus-theirs")
+        monkeypatch.setattr(pool_module, "_pool", pools)
+        monkeypatch.setattr(pool_module, "_pool_lock", _RacingLock(lambda: pools.append(theirs)))
+        assert worker_pool() is theirs
+        assert pools == [theirs]
+
+    def test_a_forked_child_forgets_the_parents_pool(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The fork hook empties the pool list and gives the child a fresh lock (the parent's
+        may be held by a thread that does not exist in the child): the next worker_pool() is a
+        new pool. (test_a_forked_child_gets_a_pool_of_its_own runs it in a real child.)"""
+        parents = WorkerPool(1, name="rxbus-parent")
+        held = threading.Lock()
+        held.acquire()  # held by a thread the child does not have
+        monkeypatch.setattr(pool_module, "_pool", [parents])
+        monkeypatch.setattr(pool_module, "_pool_lock", held)
+        pool_module._forget_in_child()
+        assert pool_module._pool == [] and pool_module._pool_lock is not held
+        fresh = worker_pool()
+        assert fresh is not parents and pool_module._pool == [fresh]
