@@ -40,17 +40,12 @@ class SyncConsumer(Consumer):
         self._ending: tuple[str, Exception | None] | None = None
         self._ended = False
         super().__init__(*args, **kwargs)
-        if self._inlet is None:
-            self._deliver_one = self._deliver_plain
-        else:
-            self.push = self._push_chain  # type: ignore[method-assign]
-            self._deliver_one = self._deliver
+        self._plain = self._inlet is None
+        self._deliver_one = self._deliver_plain if self._plain else self._deliver
         if self._async_sink:  # pragma: no cover - the bus gives async sinks mode "async"
             raise ValueError(f"sink {self.name!r} is an async def function: use mode='async'")
 
     def push(self, event: Any) -> None:
-        """Deliver ``event`` to a sink without operators (a consumer with a chain has
-        :meth:`_push_chain` as its ``push``): the publish hot path, kept short."""
         lock = self._lock
         lock.acquire()
         if self._emitting or self._pending or not self._accepting:
@@ -59,35 +54,24 @@ class SyncConsumer(Consumer):
         self._emitting = True
         self.received += 1
         lock.release()
-        # _deliver_plain, inlined: one Python call less per consumer; _sink_raised is the one
-        # home of what a failure does. The sink is read into a local first: CPython 3.11
-        # cannot specialise a method call through an instance attribute, but it can the read.
-        sink = self._sink_on_next
-        try:
-            sink(event)
-        except BaseException as err:
-            self._sink_raised(event, err)  # leaves, then raises on a KeyboardInterrupt
+        if self._plain:
+            # _deliver_plain, inlined: the publish hot path pays one Python call less per
+            # consumer; _sink_raised is the one home of what a failure does. The sink is read
+            # into a local first: CPython 3.11 cannot specialise a method call through an
+            # instance attribute, but it can the read.
+            sink = self._sink_on_next
+            try:
+                sink(event)
+            except BaseException as err:
+                self._sink_raised(event, err)  # leaves, then raises on a KeyboardInterrupt
+            else:
+                self.delivered += 1
         else:
-            self.delivered += 1
-        self._emitting = False
-        if self._pending:
-            self._reclaim()
-
-    def _push_chain(self, event: Any) -> None:
-        """``push`` for a consumer with operators: the event goes through its chain."""
-        lock = self._lock
-        lock.acquire()
-        if self._emitting or self._pending or not self._accepting:
-            self._hand_over(event)  # releases the lock
-            return
-        self._emitting = True
-        self.received += 1
-        lock.release()
-        try:
-            self._deliver(event)
-        except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains
-            self._leave()
-            raise
+            try:
+                self._deliver(event)
+            except BaseException:  # KeyboardInterrupt in a sink: the next publisher drains
+                self._leave()
+                raise
         self._emitting = False
         if self._pending:
             self._reclaim()
@@ -277,7 +261,7 @@ class SyncConsumer(Consumer):
             if (
                 code in _EMITTER_CODES
                 and frame.f_locals.get("self") is self
-                and (code not in _PUSH_CODES or callee is None or callee.f_code is not _HAND_OVER)
+                and (code is not _PUSH or callee is None or callee.f_code is not _HAND_OVER)
             ):
                 return True
             callee = frame
@@ -299,6 +283,6 @@ class SyncConsumer(Consumer):
         self._done.set()
 
 
-_PUSH_CODES = frozenset({SyncConsumer.push.__code__, SyncConsumer._push_chain.__code__})
+_PUSH = SyncConsumer.push.__code__
 _HAND_OVER = SyncConsumer._hand_over.__code__
-_EMITTER_CODES = _PUSH_CODES | {SyncConsumer._drain.__code__}
+_EMITTER_CODES = frozenset({_PUSH, SyncConsumer._drain.__code__})
