@@ -195,6 +195,32 @@ class TestRunsHere:
         assert c.stats.dead_lettered >= 1
 
 
+def _a_busy_in_its_sink() -> tuple[EventBus, Any, list[tuple[int, str]], threading.Thread, Any]:
+    """A sync consumer whose thread A is inside the sink with event 0, held there until
+    ``let_a_leave()``, which returns once A's publish has returned (A leaves without the lock).
+    Returns (bus, consumer, [(n, thread name) delivered], A, let_a_leave)."""
+    bus = EventBus(history=0)
+    inside, go = threading.Event(), threading.Event()
+    got: list[tuple[int, str]] = []
+
+    def sink(e: Event) -> None:
+        got.append((e.data["n"], threading.current_thread().name))
+        if e.data["n"] == 0:
+            inside.set()
+            go.wait(10)
+
+    c = bus.subscribe(sink, topic="a.*")
+    a = threading.Thread(target=bus.publish, args=("a.x", {"n": 0}), name="A")
+    a.start()
+    assert inside.wait(10)
+
+    def let_a_leave() -> None:
+        go.set()
+        a.join(10)
+
+    return bus, c, got, a, let_a_leave
+
+
 class _PutHook:
     """Wraps a consumer's queue: the first ``put`` runs ``hook`` before it (an interleaving
     made on purpose, not waited for)."""
@@ -219,25 +245,7 @@ def test_a_hand_over_the_emitter_left_without_seeing_is_delivered_by_the_hander(
     """Thread A is inside the sink; this thread, holding the consumer's lock, has seen A there
     and is handing event 1 over when A leaves (A finds nothing handed over yet). Nobody else
     will deliver event 1, so this thread does, after event 0, and the consumer is idle again."""
-    bus = EventBus(history=0)
-    inside, go = threading.Event(), threading.Event()
-    got: list[tuple[int, str]] = []
-
-    def sink(e: Event) -> None:
-        got.append((e.data["n"], threading.current_thread().name))
-        if e.data["n"] == 0:
-            inside.set()
-            go.wait(10)
-
-    c = bus.subscribe(sink, topic="a.*")
-    a = threading.Thread(target=bus.publish, args=("a.x", {"n": 0}), name="A")
-    a.start()
-    assert inside.wait(10)
-
-    def let_a_leave() -> None:
-        go.set()
-        a.join(10)  # A leaves without the lock, which this thread holds
-
+    bus, c, got, a, let_a_leave = _a_busy_in_its_sink()
     c._queue = _PutHook(c._queue, let_a_leave)  # type: ignore[attr-defined]
     bus.publish("a.x", {"n": 1})
     assert not a.is_alive()
@@ -275,25 +283,7 @@ def test_the_emitter_leaving_just_after_a_hand_over_delivers_it_once_in_order() 
     hand-over's release of the lock and its look at whether A is still there. Event 1 is
     delivered once, after event 0, and the consumer is idle again (event 2 is delivered by
     this thread itself)."""
-    bus = EventBus(history=0)
-    inside, go = threading.Event(), threading.Event()
-    got: list[tuple[int, str]] = []
-
-    def sink(e: Event) -> None:
-        got.append((e.data["n"], threading.current_thread().name))
-        if e.data["n"] == 0:
-            inside.set()
-            go.wait(10)
-
-    c = bus.subscribe(sink, topic="a.*")
-    a = threading.Thread(target=bus.publish, args=("a.x", {"n": 0}), name="A")
-    a.start()
-    assert inside.wait(10)
-
-    def let_a_leave() -> None:
-        go.set()
-        a.join(10)
-
+    bus, c, got, a, let_a_leave = _a_busy_in_its_sink()
     c._lock = _ReleaseHook(c._lock, threading.current_thread(), let_a_leave)  # type: ignore[attr-defined]
     bus.publish("a.x", {"n": 1})
     assert not a.is_alive()
