@@ -168,23 +168,10 @@ class Instrumentation:
                 if count > 1:
                     self._pending[id(err)] = (err, count - 1)
                 return
-        parent, links, topic, event_id, batch = _origin(letter.event)
-        span = self.tracer.start_span(
-            f"{topic} process", context=parent, kind=SpanKind.CONSUMER, links=links
+        span = _process_span(
+            self.tracer, letter.event, consumer=letter.consumer, attempts=letter.attempts
         )
         if span.is_recording():
-            attributes: dict[str, Any] = {
-                "messaging.system": _SYSTEM,
-                "messaging.operation.type": "process",
-                "messaging.destination.name": topic,
-                "rxbus.consumer": letter.consumer,
-                "rxbus.attempts": letter.attempts,
-            }
-            if event_id:
-                attributes["messaging.message.id"] = event_id
-            if batch is not None:
-                attributes["messaging.batch.message_count"] = batch
-            span.set_attributes(attributes)
             _record_failure(span, err)
         span.end()
 
@@ -310,26 +297,8 @@ class _TracedSink:
 
     def _start(self, value: Any) -> trace.Span | None:
         """The delivery's span, started; None when tracing is off (no SDK)."""
-        parent, links, topic, event_id, count = _origin(value)
-        span = self._tracer.start_span(
-            f"{topic} process", context=parent, kind=SpanKind.CONSUMER, links=links
-        )
-        if not span.get_span_context().is_valid:
-            return None
-        if span.is_recording():
-            attributes = {
-                "messaging.system": _SYSTEM,
-                "messaging.operation.type": "process",
-                "messaging.destination.name": topic,
-                "rxbus.consumer": self.consumer_name,
-                "rxbus.mode": self.mode,
-            }
-            if event_id:
-                attributes["messaging.message.id"] = event_id
-            if count is not None:
-                attributes["messaging.batch.message_count"] = count
-            span.set_attributes(attributes)
-        return span
+        span = _process_span(self._tracer, value, consumer=self.consumer_name, mode=self.mode)
+        return span if span.get_span_context().is_valid else None
 
 
 class _AsyncTracedSink(_TracedSink):
@@ -359,6 +328,29 @@ def _record_failure(span: trace.Span, err: BaseException) -> None:
     span.record_exception(err)
     span.set_status(Status(StatusCode.ERROR, f"{type(err).__name__}: {err}"))
     span.set_attribute("rxbus.outcome", "dead_lettered")
+
+
+def _process_span(tracer: trace.Tracer, value: Any, **rxbus_attributes: Any) -> trace.Span:
+    """A started ``"<topic> process"`` consumer span for ``value`` (an event or a batch of
+    them), the child of its publish, with the messaging attributes and ``rxbus.<name>`` for
+    each of ``rxbus_attributes``."""
+    parent, links, topic, event_id, count = _origin(value)
+    span = tracer.start_span(
+        f"{topic} process", context=parent, kind=SpanKind.CONSUMER, links=links
+    )
+    if span.is_recording():
+        attributes: dict[str, Any] = {
+            "messaging.system": _SYSTEM,
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+        }
+        attributes.update({f"rxbus.{k}": v for k, v in rxbus_attributes.items()})
+        if event_id:
+            attributes["messaging.message.id"] = event_id
+        if count is not None:
+            attributes["messaging.batch.message_count"] = count
+        span.set_attributes(attributes)
+    return span
 
 
 def _origin(value: Any) -> tuple[Context | None, list[Link], str, str, int | None]:

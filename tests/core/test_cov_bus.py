@@ -26,6 +26,7 @@ from rxbus import BusClosedError, DeadLetter, Event, EventBus, InvalidTopicError
 from rxbus.bus._lifecycle import ExitGuard
 from rxbus.bus._stream import _Guard
 from tests.conftest import wait_until, wait_until_async
+from tests.core.chains import fails_after_a_second
 
 # a lambda at module level: its __qualname__ is plain '<lambda>'
 _MODULE_LAMBDA = [lambda self, e: None][0]
@@ -693,16 +694,6 @@ def test_a_stream_failed_by_its_timer_again_and_again_gives_up_and_disposes_harm
     disposing the subscription afterwards does nothing more."""
     ts = TestScheduler()
     errors: list[Exception] = []
-
-    def fails_after_a_second(source: Observable[Any]) -> Observable[Any]:
-        def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Any:
-            def fail_now(*_: Any) -> None:
-                observer.on_error(ValueError("timer"))
-
-            scheduler.schedule_relative(1.0, fail_now)
-            return source.subscribe(observer, scheduler=scheduler)
-
-        return Observable(subscribe)
 
     sub = bus.events.pipe(fails_after_a_second).subscribe(
         print, on_error=errors.append, scheduler=ts

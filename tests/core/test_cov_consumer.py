@@ -28,6 +28,7 @@ from rxbus import (
 )
 from rxbus.testing import TestBus
 from tests.conftest import wait_until, wait_until_async
+from tests.core.chains import fails_after_a_second
 
 
 def counts(c: Consumer) -> tuple[int, int, int, int, int]:
@@ -139,16 +140,6 @@ class TestChainFailures:
         the sink gets the error (building it again cannot help)."""
         ts = TestScheduler()
         sink = Recorder()
-
-        def fails_after_a_second(source: Observable[Any]) -> Observable[Any]:
-            def subscribe(observer: abc.ObserverBase[Any], scheduler: Any = None) -> Any:
-                def fail_now(*_: Any) -> None:
-                    observer.on_error(ValueError("timer"))
-
-                scheduler.schedule_relative(1.0, fail_now)
-                return source.subscribe(observer, scheduler=scheduler)
-
-            return Observable(subscribe)
 
         c = bus.subscribe(sink, fails_after_a_second, scheduler=ts)
         ts.advance_to(2.0)
