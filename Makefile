@@ -42,10 +42,16 @@ demo: $(CORE)
 	@$(BIN)/rxbus demo
 	@echo "Next: '. $(VENV)/bin/activate' puts rxbus on PATH; 'make test' runs the suite."
 
+# Test processes (pytest-xdist). More than the cores: many tests mostly wait on servers and
+# subprocesses. --dist loadgroup keeps each xdist_group-marked module on one worker.
+# TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 4
+XDIST := -n $(TEST_WORKERS) --dist loadgroup
+
 # The whole suite: unit, integration (real servers), reliability, notebooks, docs, packaging,
 # and every benchmark run once (no timing) so none can rot. Exit code 5 (no tests ran) fails.
 test: $(ALL)
-	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-disable \
+	$(BIN)/python -m pytest -p no:cacheprovider --benchmark-disable $(XDIST) \
 		--cov --cov-branch --cov-report=term --cov-fail-under=$(COV_FLOOR) $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 	@echo "Core branch coverage (floor $(CORE_COV_FLOOR)%):"
@@ -63,7 +69,7 @@ LOWEST_OK := $(LOWEST)/.installed-$(LOWEST_RX)-$(HASH)
 $(LOWEST_OK): pyproject.toml
 	@test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
 	@PYTHONWARNINGS=ignore::UserWarning $(LOWEST)/bin/python -m pip --quiet --quiet \
-		--disable-pip-version-check install -e . "reactivex==$(LOWEST_RX)" pytest pytest-timeout hypothesis mypy
+		--disable-pip-version-check install -e . "reactivex==$(LOWEST_RX)" pytest pytest-timeout pytest-xdist hypothesis mypy
 	@rm -f $(LOWEST)/.installed-*
 	@touch $@
 
@@ -71,7 +77,7 @@ install-lowest: $(LOWEST_OK)
 
 test-lowest: $(LOWEST_OK)
 	@echo "Core and operator tests on reactivex $(LOWEST_RX):"
-	$(LOWEST)/bin/python -m pytest -p no:cacheprovider -q -o addopts="" \
+	$(LOWEST)/bin/python -m pytest -p no:cacheprovider -q -o addopts="" $(XDIST) \
 		tests/core/test_bus.py tests/core/test_rx_contract.py tests/core/test_operator_table.py \
 		tests/core/test_event.py tests/core/test_topics.py tests/core/test_replay.py \
 		tests/core/test_deadletter.py tests/operators tests/reliability/test_sync_emitter.py \

@@ -11,8 +11,10 @@ import asyncio
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +85,19 @@ async def wait_until_async(
             )
         await asyncio.sleep(interval)
     return True
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """This thread's trace function (coverage's line tracer, under ``--cov``) off inside the
+    block: for a hot loop of hundreds of thousands of iterations whose lines other tests (or
+    the loop's first iterations, outside the block) already measure. Threads keep theirs."""
+    tracer = sys.gettrace()
+    sys.settrace(None)
+    try:
+        yield
+    finally:
+        sys.settrace(tracer)
 
 
 def _described(predicate: Callable[[], Any], what: str | None) -> str:

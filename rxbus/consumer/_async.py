@@ -23,6 +23,9 @@ class AsyncConsumer(QueuedConsumer):
     """A consumer whose chain runs on the bus's asyncio loop."""
 
     mode: Mode = "async"
+    #: Seconds :meth:`subscribe` waits for the bus's loop to start the drain task before it
+    #: raises (the loop is not running). A class attribute so a test can shorten it.
+    loop_start_timeout: float = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -121,7 +124,7 @@ class AsyncConsumer(QueuedConsumer):
             ready.set()
 
         loop.call_soon_threadsafe(start)
-        if not ready.wait(timeout=10):
+        if not ready.wait(timeout=self.loop_start_timeout):
             raise RuntimeError(f"the asyncio loop of bus {self.host.name!r} is not running")
 
     # -- the drain task -------------------------------------------------------------------------

@@ -220,8 +220,15 @@ class TestLoop:
             bus.close()
         wait_until(lambda: mine.is_closed(), what="the owned loop to close")
 
-    def test_async_subscribe_on_a_loop_that_is_not_running_raises_naming_the_bus(self) -> None:
-        """An async consumer needs the bus's loop running; otherwise subscribe raises in 10 s."""
+    def test_async_subscribe_on_a_loop_that_is_not_running_raises_naming_the_bus(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """An async consumer needs the bus's loop running; otherwise subscribe raises once
+        ``AsyncConsumer.loop_start_timeout`` (10 s for users, shortened here) has passed."""
+        from rxbus.consumer._async import AsyncConsumer
+
+        assert AsyncConsumer.loop_start_timeout == 10.0  # what users get
+        monkeypatch.setattr(AsyncConsumer, "loop_start_timeout", 0.2)
         loop = asyncio.new_event_loop()
 
         async def make() -> EventBus:

@@ -67,14 +67,30 @@ def test_replay_from_a_store_flushes_it_first() -> None:
 
 def test_live_replay_under_concurrent_publishing_has_no_gap_and_no_duplicate() -> None:
     """Four threads publish while replays with live=True start; each replay must see every
-    event from its first one onward exactly once, in each producer's order."""
+    event from its first one onward exactly once, in each producer's order.
+
+    Just before each replay starts, each producer is let publish ``BURST`` more events, so every
+    replay starts while all four are publishing. (Producers that ran free until the last replay
+    had started published 700,000 events each on a loaded machine, each replay longer than the
+    one before: past the 1,000,000-event ring, which then dropped the oldest and failed the
+    test for a reason of its own, after a minute.)"""
+    burst, replay_count = 2_000, 10
     bus = EventBus(history=1_000_000)
-    stop = threading.Event()
+    turn = threading.Condition()
+    allowed = [burst]  # events each producer may have published so far
+    done = threading.Event()
     counts = [0] * 4
+
+    def may_publish(n: int) -> bool:
+        """Wait (60 s at most) until event ``n`` is allowed; False once the test is done."""
+        with turn:
+            if not turn.wait_for(lambda: n < allowed[0] or done.is_set(), timeout=60):
+                raise AssertionError(f"producer held at {n} for 60 s")
+            return n < allowed[0]
 
     def produce(k: int) -> None:
         n = 0
-        while not stop.is_set() or n < 2_000:
+        while may_publish(n):
             bus.publish("load.x", {"k": k, "n": n})
             n += 1
         counts[k] = n
@@ -84,13 +100,20 @@ def test_live_replay_under_concurrent_publishing_has_no_gap_and_no_duplicate() -
         t.start()
     replays: list[list[Event]] = []
     subscriptions = []
-    for _ in range(10):
+    for _ in range(replay_count):
         got: list[Event] = []
         replays.append(got)
+        with turn:
+            allowed[0] += burst
+            turn.notify_all()
         subscriptions.append(bus.replay("load.*", live=True).subscribe(got.append))
-    stop.set()
+    with turn:
+        allowed[0] += burst  # publishing goes on after the last replay has started
+        done.set()
+        turn.notify_all()
     for t in producers:
         t.join()
+    assert counts == [(replay_count + 2) * burst] * 4
     assert bus.close(timeout=30) == []
     for got in replays:
         ids = [e.id for e in got]

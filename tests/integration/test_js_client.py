@@ -18,7 +18,13 @@ from rxbus.event import Event
 from tests.conftest import require_binary
 from tests.integration.serve_process import ServeProcess
 
-pytestmark = [pytest.mark.needs_node, pytest.mark.timeout(180)]
+# One worker runs the module under xdist: its module fixture may `npm ci` into tests/js, which
+# two workers must not do at once.
+pytestmark = [
+    pytest.mark.needs_node,
+    pytest.mark.timeout(180),
+    pytest.mark.xdist_group("js_client"),
+]
 
 JS = Path(__file__).resolve().parents[1] / "js"
 

@@ -28,6 +28,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 COUNT = 100_000
 KILL_AT = 15_255  # the killed process dies right after handling this many events
 ACK_WINDOW = 10  # handled messages whose records and acks may still be in a killed process
+# Seconds before an unacked message is redelivered: what the killed process held comes back
+# after this. Generous, because a live consumer that does not ack a fetched batch in time gets
+# it redelivered too: with 2 s, a batch of 500 on a loaded machine (both cores busy) came back
+# to the live consumers, and events the killed process never saw were handled twice.
+ACK_WAIT = "10"
 
 
 @pytest.fixture
@@ -77,7 +82,7 @@ def test_killed_consumer_restarts_and_every_event_is_handled(
     events_file = tmp_path / "events.jsonl"
     events_file.write_bytes(b"\n".join(e.to_json() for e in sent))
     handled_a, handled_a2, handled_b = (tmp_path / f"{n}.ids" for n in ("a", "a2", "b"))
-    common = (server.url, "LOAD", "workers")
+    common = (server.url, "LOAD", "workers", "--ack-wait", ACK_WAIT)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         producer = spawn("publish", server.url, "LOAD", str(events_file), str(tmp_path / "p"))

@@ -57,7 +57,9 @@ def test_thousand_publishes_across_two_restarts_lose_and_duplicate_nothing(tmp_p
             done += 1
 
     states = []
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # Four publishes at a time, as hooks of parallel tool calls run: each process mostly waits
+    # (start-up, the server's reply), and two at a time left the test at two minutes.
+    with ThreadPoolExecutor(max_workers=4) as pool:
         futures = [pool.submit(one, n) for n in range(TOTAL)]
         for threshold, action in SCHEDULE:
             wait_until(lambda t=threshold: done >= t, 300, f"{threshold} publishes", interval=0.01)
