@@ -26,7 +26,10 @@ from tests.integration.sio_receiver import ReceiverProcess
 # One xdist worker runs these one after another: each offers events at a fixed rate, and two at
 # once on a 2-core machine starved the spilling sink until its outbox overflowed (46 of 100,000
 # counted as lost under soak).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("socketio_loss")]
+# alone: each scenario offers 100,000 events at a fixed rate and asserts that none overflowed;
+# beside other tests on a 2-core machine the sink's spill path was starved and its outbox
+# overflowed (counted, and reported here as loss), which is about the machine, not the sink.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.alone]
 
 N = 100_000
 RATE = 40_000  # events per second offered by the publisher, so outages happen mid-stream
