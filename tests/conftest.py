@@ -35,6 +35,44 @@ def require_binary(name: str, *alternatives: str) -> str:
     pytest.skip(message)
 
 
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unmeasured(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the variables that make coverage start in a Python subprocess: for tools
+    that run none of rxbus's code worth measuring (pip, build, mkdocs, Jupyter) or that other
+    tests measure, started with coverage only because the suite runs under ``--cov``."""
+    return {k: v for k, v in env.items() if not k.startswith(("COV_", "COVERAGE_"))}
+
+
+@pytest.fixture(scope="module")
+def unmeasured_children() -> Iterator[None]:
+    """Every subprocess a module starts runs without coverage (``os.environ`` through
+    :func:`unmeasured` for the module's tests): ``pytestmark =
+    pytest.mark.usefixtures("unmeasured_children")``."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in set(os.environ) - set(unmeasured(dict(os.environ))):
+            patch.delenv(name)
+        yield
+
+
+def child_env(*, measured: bool = True, **extra: str) -> dict[str, str]:
+    """The environment for subprocesses that run this checkout's code (``rxbus`` commands,
+    worker scripts): this checkout first on PYTHONPATH, no stray ``RXBUS_`` settings, ``extra``.
+
+    ``measured=False`` leaves coverage out of the child (under ``--cov`` it roughly doubles a
+    short process's start-up and a busy one's work): for processes started by the hundred, or
+    pushing 100,000 events and then SIGKILLed (a killed process writes no coverage data
+    anyway), whose code paths other tests measure.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RXBUS_")}
+    if not measured:
+        env = unmeasured(env)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
+    return env
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (bound and released; the OS will not hand it out at once)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

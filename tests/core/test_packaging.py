@@ -19,6 +19,9 @@ import pytest
 import rxbus
 from rxbus._extras import DIST_NAME
 
+# pip, build and the fresh venvs run no code of this checkout: coverage in them is start-up cost.
+pytestmark = pytest.mark.usefixtures("unmeasured_children")
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = DIST_NAME.replace("-", "_")
 

@@ -5,7 +5,6 @@ Never the system Redis on 6379: every test gets its own server process.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -102,12 +101,3 @@ def running_redis(directory: Path, *, aof: bool = False) -> Iterator[RedisServer
         yield server
     finally:
         server.stop()
-
-
-def environ_with(**extra: str) -> dict[str, str]:
-    """This process's environment plus ``extra``, with the repo on PYTHONPATH."""
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env

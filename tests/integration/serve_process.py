@@ -11,7 +11,6 @@ once ``/healthz`` answers, and raises with the server's stderr if it exits inste
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -21,29 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from rxbus.event import Event
-from tests.conftest import free_port, wait_until
+from tests.conftest import ROOT, child_env, free_port, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ROOT", "ServeProcess", "child_env", "rxbus_cmd"]
 
 
 def rxbus_cmd(*args: str) -> list[str]:
     """The command line running ``rxbus`` from this checkout with the venv's interpreter."""
     return [sys.executable, "-m", "rxbus", *args]
-
-
-def child_env(*, measured: bool = True, **extra: str) -> dict[str, str]:
-    """The environment for ``rxbus`` subprocesses: this checkout importable, no stray settings.
-
-    ``measured=False`` leaves coverage out of the child (under ``--cov`` it roughly doubles a
-    short process's start-up): for tests that start hundreds of processes whose code paths other
-    tests measure.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RXBUS_")}
-    if not measured:
-        env.pop("COVERAGE_PROCESS_CONFIG", None)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.update(extra)
-    return env
 
 
 class ServeProcess:
@@ -55,6 +39,9 @@ class ServeProcess:
         port: a fixed port (default: a free one, kept across restarts).
         args: extra command-line arguments.
     """
+
+    measured = True
+    """Whether coverage measures the server process (under ``--cov``)."""
 
     def __init__(
         self,
@@ -97,7 +84,11 @@ class ServeProcess:
         """Start the server and wait until it answers ``/healthz``."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=child_env(), cwd=ROOT
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=child_env(measured=self.measured),
+            cwd=ROOT,
         )
         log.close()
 

@@ -10,9 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import run_example_pair
+from tests.conftest import child_env, run_example_pair
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import environ_with
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -29,7 +28,7 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 
 def test_producer_and_consumer_processes(server: NatsServer) -> None:
     """consumer.py and producer.py, started as the page says, bill all 1000 orders."""
-    env = environ_with(NATS_URL=server.url)
+    env = child_env(NATS_URL=server.url)
     produced, out = run_example_pair(EXAMPLE, env)
     assert produced == "producer: 1000 events acknowledged by JetStream"
     total = sum(10 + n % 7 for n in range(1000))

@@ -373,7 +373,7 @@ class TestEventLine:
             "'pathlib'} & set(sys.modules)))"
         )
         # without coverage measuring the child: coverage itself imports typing and dataclasses
-        env = {k: v for k, v in child_env().items() if not k.startswith(("COV_", "COVERAGE"))}
+        env = child_env(measured=False)
         with ServeProcess(tmp_path / "srv") if server_up else contextlib.nullcontext() as server:
             url = server.url if server is not None else down_url()
             done = subprocess.run(

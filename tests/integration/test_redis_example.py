@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_example_pair
-from tests.integration.redis_server import RedisServer, environ_with, running_redis
+from tests.conftest import child_env, run_example_pair
+from tests.integration.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
@@ -26,7 +26,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 
 def test_producer_and_consumer_processes(server: RedisServer) -> None:
     """consumer.py and producer.py, started as the docs page says, bill all 1000 orders."""
-    env = environ_with(REDIS_URL=server.url)
+    env = child_env(REDIS_URL=server.url)
     produced, out = run_example_pair(EXAMPLE, env)
     assert produced == "producer: 1000 events written to Redis"
     total = sum(10 + n % 7 for n in range(1000))

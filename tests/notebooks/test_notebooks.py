@@ -18,6 +18,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
+# Jupyter and its kernels unmeasured: the notebooks call what the unit tests measure, and
+# coverage in a kernel costs its start-up and every cell.
+pytestmark = pytest.mark.usefixtures("unmeasured_children")
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = [

@@ -19,9 +19,8 @@ import orjson
 import pytest
 
 from rxbus import Event
-from tests.conftest import wait_until
+from tests.conftest import child_env, wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import environ_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -44,7 +43,7 @@ def server(tmp_path: Path) -> Iterator[NatsServer]:
 def spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.nats_workers", *args],
-        env=environ_with(),
+        env=child_env(measured=False),  # see child_env
         stdin=subprocess.DEVNULL,
     )
 

@@ -17,9 +17,8 @@ import pytest
 
 from rxbus import Event
 from rxbus.sinks import NatsSink
-from tests.conftest import wait_until
+from tests.conftest import child_env, wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import environ_with
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -71,7 +70,7 @@ def test_an_event_that_crashes_its_process_is_dead_lettered(
 
     exits = []
     for _ in range(3):  # deliveries 1 and 2 crash the process; the 3rd start dead-letters it
-        proc = subprocess.Popen(cmd, env=environ_with(), stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.DEVNULL)
         try:
             code = proc.wait(30) if len(exits) < 2 else None
         except subprocess.TimeoutExpired:

@@ -22,9 +22,8 @@ import orjson
 import pytest
 
 from rxbus import Event
-from tests.conftest import wait_until
+from tests.conftest import child_env, wait_until
 from tests.integration.nats_server import NatsServer, running_nats
-from tests.integration.redis_server import environ_with
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -78,7 +77,7 @@ def publisher(server: NatsServer, events_file: Path, stats_file: Path) -> subpro
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.nats_workers", "publish",
          server.url, "LOG", str(events_file), str(stats_file)],
-        env=environ_with(),
+        env=child_env(measured=False),  # see child_env
         stdin=subprocess.DEVNULL,
     )  # fmt: skip
 

@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import wait_until
-from tests.integration.redis_server import RedisServer, environ_with, running_redis
+from tests.conftest import child_env, wait_until
+from tests.integration.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -36,7 +36,7 @@ def server(tmp_path: Path) -> Iterator[RedisServer]:
 def spawn(*args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "tests.reliability.redis_workers", *args],
-        env=environ_with(),
+        env=child_env(measured=False),  # see child_env
         stdin=subprocess.DEVNULL,
     )
 

@@ -12,8 +12,8 @@ import pytest
 
 from rxbus import Event
 from rxbus.sources import redis_stream
-from tests.conftest import wait_until
-from tests.integration.redis_server import RedisServer, environ_with, running_redis
+from tests.conftest import child_env, wait_until
+from tests.integration.redis_server import RedisServer, running_redis
 
 pytestmark = [pytest.mark.needs_redis, pytest.mark.timeout(120)]
 
@@ -91,7 +91,7 @@ def test_an_event_that_crashes_its_process_is_dead_lettered(
     ]  # fmt: skip
     exits = []
     for _ in range(3):  # deliveries 1 and 2 crash the process; the 3rd start dead-letters it
-        proc = subprocess.Popen(cmd, env=environ_with(), stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=child_env(), stdin=subprocess.DEVNULL)
         try:
             code = proc.wait(30) if len(exits) < 2 else None
         except subprocess.TimeoutExpired:
