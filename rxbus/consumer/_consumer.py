@@ -110,12 +110,12 @@ class Consumer(abc.DisposableBase):
         "__weakref__",
         "_accepting",
         "_lock",
+        "_received",
         "_sink_on_next",
         "dead_lettered",
         "delivered",
         "dropped",
         "failed",
-        "received",
     )
 
     mode: Mode = "sync"
@@ -152,9 +152,9 @@ class Consumer(abc.DisposableBase):
         self.retired = False  # its counts were folded into the bus totals
         self._operators = tuple(operators)
 
-        # received/dropped change under _lock; delivered/failed only where the chain runs,
+        # _received/dropped change under _lock; delivered/failed only where the chain runs,
         # which is one place at a time.
-        self.received = 0
+        self._received = 0
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -436,6 +436,11 @@ class Consumer(abc.DisposableBase):
         return []
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def received(self) -> int:
+        """Events that reached this consumer so far."""
+        return self._received
 
     @property
     def queued(self) -> int:
