@@ -494,7 +494,7 @@ class TestSyncEmitter:
     ) -> None:
         """CPython 3.11 keeps at most 29 instance attributes inline; past that the instance dict
         is a plain one, on which no ``self.x`` or ``self.method()`` of the delivery path
-        specialises (measured: ~930 instructions more a delivery through one operator). The
+        specialises (measured: ~940 instructions more a delivery through one operator). The
         counts and what a delivery reads are slots (``Consumer.__slots__``); the rest must stay
         under the limit."""
         for c in (bus.subscribe(print), bus.subscribe(print, ops.map(lambda e: e))):
