@@ -101,6 +101,31 @@ class Consumer(abc.DisposableBase):
         mode: ``"sync"``, ``"thread"`` or ``"async"``.
     """
 
+    # The counts and what a delivery reads are slots. CPython 3.11 keeps at most 29 attributes
+    # inline in an instance; past that they live in a plain dict, where no ``self.x`` specialises
+    # beyond a hinted dict lookup and no ``self.method()`` at all, and a consumer has over 40.
+    # Slots are a fixed offset (measured: ~290 instructions less a sync delivery), and they keep
+    # a sync consumer's __dict__ under the limit (a delivery through an operator ~940 less; a
+    # test holds it there). Everything else stays in __dict__.
+    __slots__ = (
+        "__dict__",
+        "__weakref__",
+        "_accepting",
+        "_chain_done",
+        "_current",
+        "_failed_now",
+        "_idle_failures",
+        "_inlet",
+        "_lock",
+        "_received",
+        "_retire_late",
+        "_sink_on_next",
+        "dead_lettered",
+        "delivered",
+        "dropped",
+        "failed",
+    )
+
     mode: Mode = "sync"
 
     def __init__(
@@ -135,9 +160,9 @@ class Consumer(abc.DisposableBase):
         self.retired = False  # its counts were folded into the bus totals
         self._operators = tuple(operators)
 
-        # received/dropped change under _lock; delivered/failed only where the chain runs,
+        # _received/dropped change under _lock; delivered/failed only where the chain runs,
         # which is one place at a time.
-        self.received = 0
+        self._received = 0
         self.delivered = 0
         self.failed = 0
         self.dropped = 0
@@ -419,6 +444,11 @@ class Consumer(abc.DisposableBase):
         return []
 
     # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def received(self) -> int:
+        """Events that reached this consumer so far."""
+        return self._received
 
     @property
     def queued(self) -> int:

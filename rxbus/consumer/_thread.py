@@ -33,7 +33,7 @@ class QueuedConsumer(Consumer):
         lock = self._lock
         lock.acquire()
         try:
-            self.received += 1
+            self._received += 1
             if not self._accepting:
                 self.dropped += 1
                 outcome = REFUSED
@@ -171,7 +171,7 @@ class ThreadConsumer(QueuedConsumer):
             lock.release()
             super().push(event)  # refused, or an overflow policy to apply
             return
-        self.received += 1
+        self._received += 1
         self._items.append(event)
         if self._scheduled:
             lock.release()

@@ -7,7 +7,7 @@ from typing import Any
 
 from reactivex import operators as rx
 
-from rxbus import Event, EventBus, Overflow, PublishLoopError
+from rxbus import BusClosedError, Event, EventBus, Overflow, PublishLoopError
 from rxbus.consumer import MAX_PUBLISH_DEPTH
 
 RUNS = 100
@@ -195,30 +195,60 @@ class TestRunsHere:
         assert c.stats.dead_lettered >= 1
 
 
-def _a_busy_in_its_sink() -> tuple[EventBus, Any, list[tuple[int, str]], threading.Thread, Any]:
-    """A sync consumer whose thread A is inside the sink with event 0, held there until
-    ``let_a_leave()``, which returns once A's publish has returned (A leaves without the lock).
-    Returns (bus, consumer, [(n, thread name) delivered], A, let_a_leave)."""
-    bus = EventBus(history=0)
-    inside, go = threading.Event(), threading.Event()
-    got: list[tuple[int, str]] = []
+class _Held:
+    """A sync consumer on ``a.*`` whose sink (this object) records ``(n, thread name)`` of each
+    event and holds the events named in ``holds`` inside until ``release(n)``: a thread made
+    busy in the sink on purpose, for the interleavings below (every wait has a deadline, none
+    is a sleep). ``completed`` names the thread that completed the sink."""
 
-    def sink(e: Event) -> None:
-        got.append((e.data["n"], threading.current_thread().name))
-        if e.data["n"] == 0:
-            inside.set()
-            go.wait(10)
+    def __init__(self, *holds: int) -> None:
+        self.bus = EventBus(history=0)
+        self.got: list[tuple[int, str]] = []
+        self.completed: list[str] = []
+        self._gates = {n: (threading.Event(), threading.Event()) for n in holds}
+        self.c = self.bus.subscribe(self, topic="a.*")
 
-    c = bus.subscribe(sink, topic="a.*")
-    a = threading.Thread(target=bus.publish, args=("a.x", {"n": 0}), name="A")
-    a.start()
-    assert inside.wait(10)
+    def on_completed(self) -> None:
+        self.completed.append(threading.current_thread().name)
+
+    def on_next(self, e: Event) -> None:
+        n = e.data["n"]
+        self.got.append((n, threading.current_thread().name))
+        gate = self._gates.get(n)
+        if gate is not None:
+            gate[0].set()
+            gate[1].wait(10)
+
+    def start(self, name: str, n: int) -> threading.Thread:
+        """Thread ``name`` publishes event ``n`` (returns at once)."""
+        t = threading.Thread(target=self.bus.publish, args=("a.x", {"n": n}), name=name)
+        t.start()
+        return t
+
+    def inside(self, n: int) -> None:
+        """Wait until a thread holds event ``n`` inside the sink."""
+        assert self._gates[n][0].wait(10), f"event {n} never reached the sink"
+
+    def release(self, n: int) -> None:
+        self._gates[n][1].set()
+
+    def counts(self) -> tuple[int, int, int, int]:
+        s = self.c.stats
+        return (s.received, s.delivered, s.queued, s.dropped)
+
+
+def _a_busy_in_its_sink() -> tuple[_Held, threading.Thread, Any]:
+    """Thread A inside the sink with event 0, held there until ``let_a_leave()``, which returns
+    once A's publish has returned. Returns (held, A, let_a_leave)."""
+    held = _Held(0)
+    a = held.start("A", 0)
+    held.inside(0)
 
     def let_a_leave() -> None:
-        go.set()
+        held.release(0)
         a.join(10)
 
-    return bus, c, got, a, let_a_leave
+    return held, a, let_a_leave
 
 
 class _PutHook:
@@ -245,14 +275,13 @@ def test_a_hand_over_the_emitter_left_without_seeing_is_delivered_by_the_hander(
     """Thread A is inside the sink; this thread, holding the consumer's lock, has seen A there
     and is handing event 1 over when A leaves (A finds nothing handed over yet). Nobody else
     will deliver event 1, so this thread does, after event 0, and the consumer is idle again."""
-    bus, c, got, a, let_a_leave = _a_busy_in_its_sink()
-    c._queue = _PutHook(c._queue, let_a_leave)  # type: ignore[attr-defined]
-    bus.publish("a.x", {"n": 1})
+    held, a, let_a_leave = _a_busy_in_its_sink()
+    held.c._queue = _PutHook(held.c._queue, let_a_leave)
+    held.bus.publish("a.x", {"n": 1})
     assert not a.is_alive()
     me = threading.current_thread().name
-    assert got == [(0, "A"), (1, me)]
-    s = c.stats
-    assert (s.received, s.delivered, s.queued, s.dropped) == (2, 2, 0, 0)
+    assert held.got == [(0, "A"), (1, me)]
+    assert held.counts() == (2, 2, 0, 0)
 
 
 class _ReleaseHook:
@@ -283,12 +312,109 @@ def test_the_emitter_leaving_just_after_a_hand_over_delivers_it_once_in_order() 
     hand-over's release of the lock and its look at whether A is still there. Event 1 is
     delivered once, after event 0, and the consumer is idle again (event 2 is delivered by
     this thread itself)."""
-    bus, c, got, a, let_a_leave = _a_busy_in_its_sink()
-    c._lock = _ReleaseHook(c._lock, threading.current_thread(), let_a_leave)  # type: ignore[attr-defined]
-    bus.publish("a.x", {"n": 1})
+    held, a, let_a_leave = _a_busy_in_its_sink()
+    held.c._lock = _ReleaseHook(held.c._lock, threading.current_thread(), let_a_leave)
+    held.bus.publish("a.x", {"n": 1})
     assert not a.is_alive()
-    bus.publish("a.x", {"n": 2})
+    held.bus.publish("a.x", {"n": 2})
     me = threading.current_thread().name
-    assert got == [(0, "A"), (1, "A"), (2, me)]
-    s = c.stats
-    assert (s.received, s.delivered, s.queued, s.dropped) == (3, 3, 0, 0)
+    assert held.got == [(0, "A"), (1, "A"), (2, me)]
+    assert held.counts() == (3, 3, 0, 0)
+
+
+class _TokenHook:
+    """Wraps a consumer's emit token: the first look at it (``if token``, ``at="look"``) or the
+    first ``pop`` of it (``at="pop"``) by ``thread`` runs ``hook`` just after (a look returns
+    what it saw before the hook), so another thread acts between that step and the next (an
+    interleaving made on purpose, not waited for)."""
+
+    def __init__(self, token: Any, thread: threading.Thread, hook: Any, at: str = "look") -> None:
+        self.token, self.thread, self.hook, self.at = token, thread, hook, at
+
+    def _step(self, at: str) -> None:
+        if at == self.at and threading.current_thread() is self.thread and self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+
+    def __bool__(self) -> bool:
+        there = bool(self.token)
+        self._step("look")
+        return there
+
+    def pop(self) -> Any:
+        item = self.token.pop()
+        self._step("pop")
+        return item
+
+    def append(self, item: Any) -> None:
+        self.token.append(item)
+
+
+def test_a_publisher_that_loses_the_token_after_looking_hands_its_event_over() -> None:
+    """This thread sees the consumer idle, and thread A takes the emit token before this thread
+    can (A then stays inside the sink with event 0). This thread hands event 1 over and its
+    publish returns; A delivers event 1 after event 0 before its own publish returns."""
+    held = _Held(0)
+    threads: list[threading.Thread] = []
+
+    def a_takes_it() -> None:
+        threads.append(held.start("A", 0))
+        held.inside(0)
+
+    held.c._token = _TokenHook(held.c._token, threading.current_thread(), a_takes_it)
+    held.bus.publish("a.x", {"n": 1})
+    assert held.got == [(0, "A")] and held.counts() == (2, 0, 1, 0)  # 0 in flight, 1 queued
+    held.release(0)
+    threads[0].join(10)
+    assert not threads[0].is_alive()
+    assert held.got == [(0, "A"), (1, "A")]
+    assert held.counts() == (2, 2, 0, 0)
+
+
+def test_a_hander_that_loses_the_token_after_looking_leaves_the_work_to_its_taker() -> None:
+    """Thread A leaves the sink (event 0) and finds event 1 handed over; between A's look at the
+    token and its ``pop``, thread B publishes event 2, finds work handed over, queues its event
+    behind it and takes the token to deliver both (B stays inside with event 1). A's ``pop``
+    fails and A leaves: the work is B's, which delivers 1 then 2."""
+    held = _Held(0, 1)
+    a = held.start("A", 0)
+    held.inside(0)
+    held.bus.publish("a.x", {"n": 1})  # handed over to A
+    assert held.counts() == (2, 0, 1, 0)
+    threads: list[threading.Thread] = []
+
+    def b_takes_it() -> None:
+        threads.append(held.start("B", 2))
+        held.inside(1)
+
+    held.c._token = _TokenHook(held.c._token, a, b_takes_it)
+    held.release(0)
+    a.join(10)
+    assert not a.is_alive()  # A left while B holds event 1
+    assert held.got == [(0, "A"), (1, "B")] and held.counts() == (3, 1, 1, 0)
+    held.release(1)
+    threads[0].join(10)
+    assert not threads[0].is_alive()
+    assert held.got == [(0, "A"), (1, "B"), (2, "B")]
+    assert held.counts() == (3, 3, 0, 0)
+
+
+def test_a_close_while_a_publisher_holds_the_token_a_moment_still_ends_the_consumer() -> None:
+    """This thread takes the emit token to deliver event 0; before it looks at whether the
+    consumer still accepts, thread C closes it (C's ending is left to the token's holder). This
+    thread refuses event 0 (dropped, a dead letter) and gives the token back: the ending is
+    still run, and the sink completed."""
+    held = _Held()
+
+    def c_closes_it() -> None:
+        c = threading.Thread(target=held.c.begin_close, name="C")
+        c.start()
+        c.join(10)
+        assert not c.is_alive()
+
+    held.c._token = _TokenHook(held.c._token, threading.current_thread(), c_closes_it, at="pop")
+    held.bus.publish("a.x", {"n": 0})
+    me = threading.current_thread().name
+    assert held.got == [] and held.completed == [me] and held.c.done
+    assert held.counts() == (1, 0, 0, 1)
+    assert [type(d.error) for d in held.bus.recent_dead_letters()] == [BusClosedError]
