@@ -67,7 +67,9 @@ for run in $(seq "$runs"); do
   log=$logs/run-$run.log
   started=$(date '+%H:%M:%S')
   t0=$(date +%s)
-  (cd "$clone" && CI=true exec setsid make test) >"$log" 2>&1 &
+  # bash's `times` after make: the CPU time of everything the suite ran and waited for
+  (cd "$clone" && CI=true exec setsid bash -c 'make test; rc=$?; echo "cpu-times:"; times; exit $rc') \
+    >"$log" 2>&1 &
   suite=$!
   wait "$suite"
   rc=$?
@@ -81,7 +83,11 @@ for run in $(seq "$runs"); do
     verdict="FAIL (over ${limit} s)"
     failed=1
   fi
-  printf 'run %s  start %s  wall %dm%02ds  %s\n' "$run" "$started" $((wall / 60)) $((wall % 60)) "$verdict"
+  # the children's line of `times` (user and system CPU of the suite): "0m12.3s 0m1.2s"
+  cpu=$(grep -A2 '^cpu-times:' "$log" | tail -1 | awk '{
+    split($1, u, /[ms]/); split($2, y, /[ms]/); printf "%d", u[1] * 60 + u[2] + y[1] * 60 + y[2] }')
+  printf 'run %s  start %s  wall %dm%02ds  cpu %ss  %s\n' "$run" "$started" $((wall / 60)) \
+    $((wall % 60)) "${cpu:-?}" "$verdict"
   # the pytest summary lines: the main suite, then the lowest-reactivex one
   grep -E '^(=+ )?[0-9]+ (passed|failed|errors?|skipped).* in [0-9.]+s' "$log" | sed 's/^/    /'
 done
