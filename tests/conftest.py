@@ -80,29 +80,52 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+POLL_FIRST = 0.005
+"""The first pause of a wait: most conditions hold within milliseconds."""
+POLL_MAX = 0.1
+"""The longest pause of a wait that was given no interval: each poll after the first waits
+half as long again as the one before, up to this. A predicate that asks a server (an HTTP
+request, a SQLite read, a stream's info) polled every 5 ms for seconds costs both processes CPU
+that a machine under load does not have; the condition is seen at most 0.1 s late."""
+
+
+def _pauses(interval: float | None) -> Iterator[float]:
+    """The pauses between polls: ``interval`` each time, or growing from POLL_FIRST to
+    POLL_MAX when it is None."""
+    if interval is not None:
+        while True:
+            yield interval
+    pause = POLL_FIRST
+    while True:
+        yield pause
+        pause = min(pause * 1.5, POLL_MAX)
+
+
 def wait_until(
     predicate: Callable[[], Any],
     timeout: float = 10.0,
     what: str | None = None,
     *,
-    interval: float = 0.005,
+    interval: float | None = None,
 ) -> Literal[True]:
     """Poll ``predicate`` until it returns a true value; fail naming ``what`` after ``timeout`` s.
 
     For real threads, processes and servers (virtual time needs no waiting). The predicate may
     raise to end the wait early (a process that died). Returns True, so ``assert wait_until(...)``
-    reads naturally.
+    reads naturally. Polls at a fixed ``interval`` if one is given (to catch a moment in a
+    stream), else ever less often (see POLL_MAX).
 
     Raises:
         AssertionError: ``timed out after {timeout}s waiting for {what}``.
     """
     deadline = time.monotonic() + timeout
+    pauses = _pauses(interval)
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout}s waiting for {_described(predicate, what)}"
             )
-        time.sleep(interval)
+        time.sleep(next(pauses))
     return True
 
 
@@ -111,17 +134,18 @@ async def wait_until_async(
     timeout: float = 10.0,
     what: str | None = None,
     *,
-    interval: float = 0.005,
+    interval: float | None = None,
 ) -> Literal[True]:
     """:func:`wait_until` inside a running event loop: polls without blocking the loop."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
+    pauses = _pauses(interval)
     while not predicate():
         if loop.time() > deadline:
             raise AssertionError(
                 f"timed out after {timeout}s waiting for {_described(predicate, what)}"
             )
-        await asyncio.sleep(interval)
+        await asyncio.sleep(next(pauses))
     return True
 
 

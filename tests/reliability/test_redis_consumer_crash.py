@@ -76,7 +76,7 @@ def test_killed_consumer_work_is_claimed_and_every_event_handled(
             held = client.xpending_range("load", "workers", "-", "+", 50, consumername="a")
             return len(held) == 50
 
-        wait_until(a_busy, 60, "consumer a to be mid-batch")
+        wait_until(a_busy, 60, "consumer a to be mid-batch", interval=0.005)  # a moment: poll fast
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         killed_at = len(lines(handled_a))
