@@ -80,7 +80,7 @@ class ServeProcess:
             cmd += ["--token", self.token]
         return cmd
 
-    def start(self, timeout: float = 20.0) -> ServeProcess:
+    def start(self, timeout: float = 30.0) -> ServeProcess:
         """Start the server and wait until it answers ``/healthz``."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
         self.proc = subprocess.Popen(

@@ -115,7 +115,9 @@ def test_command_killed_by_a_signal(tmp_path: Path) -> None:
 def test_signal_mid_run(tmp_path: Path, target: str, sig: signal.Signals) -> None:
     """A signal to the running command, or to rxbus run (which passes it on, once): done names
     the signal, the exit code is 128 + n, and the output before it arrived."""
-    script = "import time\nprint('ready', flush=True)\ntime.sleep(60)\n"
+    # The command outlives the test's patience: one that exits on its own is never mistaken
+    # for one that got the signal.
+    script = "import time\nprint('ready', flush=True)\ntime.sleep(600)\n"
     with IngestCounter() as server:
         proc = subprocess.Popen(
             run_cmd(
@@ -128,13 +130,25 @@ def test_signal_mid_run(tmp_path: Path, target: str, sig: signal.Signals) -> Non
             ),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=child_env(),
+            env=child_env(PYTHONFAULTHANDLER="1"),  # SIGABRT prints every thread's stack
         )
         try:
             wait_until(lambda: server.streams.get("stdout") is not None, 30, "the 'ready' line")
             pid = server.others[0]["data"]["pid"] if target == "command" else proc.pid
             os.kill(pid, sig)
-            out, err = proc.communicate(timeout=30)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGABRT)
+                out, err = proc.communicate(timeout=30)
+                try:
+                    os.kill(server.others[0]["data"]["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                pytest.fail(
+                    f"rxbus run still running 60 s after {sig.name} (events seen: "
+                    f"{server.others}); where its threads were:\n{err.decode(errors='replace')}"
+                )
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -2,11 +2,14 @@
 
     python -m tests.reliability.redis_workers produce URL STREAM COUNT IDS_FILE
     python -m tests.reliability.redis_workers consume URL STREAM GROUP NAME HANDLED_FILE \
-        [--claim-idle S] [--crash-on-topic TOPIC] [--max-deliveries N]
+        [--claim-idle S] [--crash-on-topic TOPIC] [--max-deliveries N] [--hold-at N]
 
 The consumer bridges the stream into an EventBus whose one sync consumer appends each handled
 event id to HANDLED_FILE with an unbuffered ``os.write`` (so the record survives SIGKILL). On
 SIGTERM it stops reading, closes the bus and writes its source stats to HANDLED_FILE + ".stats".
+With ``--hold-at N`` the handler, once it has recorded its Nth event, creates HANDLED_FILE +
+".held" and never returns: the consumer holds its read batch unacknowledged until it is killed,
+a moment the test can wait for instead of polling to catch one.
 """
 
 from __future__ import annotations
@@ -40,11 +43,17 @@ def consume(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     fd = os.open(args.handled_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     bus = EventBus(name=args.name, history=10)
+    handled = 0
 
     def record(event: Event) -> None:
+        nonlocal handled
         if event.topic == args.crash_on_topic:
             os._exit(3)  # a poison event that takes the whole process down
         os.write(fd, event.id.encode() + b"\n")
+        handled += 1
+        if handled == args.hold_at:
+            Path(args.handled_file + ".held").touch()
+            threading.Event().wait()  # until SIGKILL
 
     bus.subscribe(record, name="handler")
     source = redis_stream(
@@ -84,6 +93,7 @@ def main(argv: list[str]) -> int:
     c.add_argument("--claim-idle", type=float, default=2.0)
     c.add_argument("--crash-on-topic", default="")
     c.add_argument("--max-deliveries", type=int, default=5)
+    c.add_argument("--hold-at", type=int, default=0)
     args = parser.parse_args(argv)
     if args.role == "produce":
         return produce(args.url, args.stream, args.count, args.ids_file)

@@ -65,23 +65,20 @@ def test_killed_consumer_work_is_claimed_and_every_event_handled(
         # The consumers join once the producer is half-way, so the stream has a backlog and a
         # consumer is in the middle of a full batch when it is killed.
         wait_until(lambda: client.xlen("load") >= 50_000, 60, "the producer to be half-way")
-        opts = ("--claim-idle", "2")
-        a = spawn("consume", *common, "a", str(handled_a), *opts)
+        # a stops inside its handler after its 20,250th event, mid-way through a 500-entry
+        # read: it holds handled but unacknowledged entries and the rest of its batch. b claims
+        # entries idle for 5 s, longer than the test needs from the hold to the kill.
+        opts = ("--claim-idle", "5")
+        a = spawn("consume", *common, "a", str(handled_a), *opts, "--hold-at", "20250")
         b = spawn("consume", *common, "b", str(handled_b), *opts)
         procs += [a, b]
-
-        def a_busy() -> bool:
-            if handled_so_far(handled_a) < 20_250:  # mid-batch: some handled, not all acked
-                return False
-            held = client.xpending_range("load", "workers", "-", "+", 50, consumername="a")
-            return len(held) == 50
-
-        wait_until(a_busy, 60, "consumer a to be mid-batch", interval=0.005)  # a moment: poll fast
+        held = tmp_path / "a.ids.held"
+        wait_until(held.exists, 60, "consumer a to hold mid-batch")
+        # What a holds and has not acknowledged: its in-flight work, which dies with it.
+        pending_a = client.xpending_range("load", "workers", "-", "+", 10_000, consumername="a")
         a.send_signal(signal.SIGKILL)
         a.wait(10)
         killed_at = len(lines(handled_a))
-        # What a held but had not acknowledged when it died: its in-flight work.
-        pending_a = client.xpending_range("load", "workers", "-", "+", 10_000, consumername="a")
         in_flight = set()
         for p in pending_a:
             entry = client.xrange("load", p["message_id"], p["message_id"])
@@ -128,7 +125,7 @@ def test_killed_consumer_work_is_claimed_and_every_event_handled(
         "lost": len(lost),
     }
     print("\nredis consumer-crash report:", report)
-    assert 0 < killed_at < COUNT  # the kill was mid-stream
+    assert killed_at == 20_250  # the kill was mid-stream, where a held
     assert lost == set()
     assert len(pending_a) > 0  # a died holding work ...
     assert stats_b["claimed"] >= len(pending_a)  # ... and b claimed all of it
