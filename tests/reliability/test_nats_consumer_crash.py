@@ -30,8 +30,10 @@ ACK_WINDOW = 10  # handled messages whose records and acks may still be in a kil
 # Seconds before an unacked message is redelivered: what the killed process held comes back
 # after this. Generous, because a live consumer that does not ack a fetched batch in time gets
 # it redelivered too: with 2 s, a batch of 500 on a loaded machine (both cores busy) came back
-# to the live consumers, and events the killed process never saw were handled twice.
-ACK_WAIT = "10"
+# to the live consumers, and events the killed process never saw were handled twice; with 10 s
+# it happened once in a soak run (the suite on about one core shared with its 4 workers' servers
+# and subprocesses): one event handled by both live consumers.
+ACK_WAIT = "30"
 
 
 @pytest.fixture
