@@ -2,7 +2,7 @@
 
     python -m tests.reliability.nats_workers publish URL STREAM EVENTS_FILE STATS_FILE
     python -m tests.reliability.nats_workers consume URL STREAM DURABLE HANDLED_FILE \
-        [--ack-wait S] [--crash-on-topic TOPIC] [--max-deliver N] [--kill-after N]
+        [--ack-wait S] [--fetch-timeout S] [--crash-on-topic TOPIC] [--max-deliver N] [--kill-after N]
 
 ``publish`` sends every event of a JSON-lines file through a NatsSink (the same ids on every
 run, as a producer replaying its own log would) and writes the sink's stats to STATS_FILE.
@@ -63,7 +63,7 @@ def consume(args: argparse.Namespace) -> int:
         args.durable,
         ack_wait=args.ack_wait,
         max_deliver=args.max_deliver,
-        fetch_timeout=0.2,
+        fetch_timeout=args.fetch_timeout,
     )
     subscription = source.subscribe(on_next=bus.publish)
     stop.wait()
@@ -88,6 +88,7 @@ def main(argv: list[str]) -> int:
     c.add_argument("durable")
     c.add_argument("handled_file")
     c.add_argument("--ack-wait", type=float, default=2.0)
+    c.add_argument("--fetch-timeout", type=float, default=0.2)
     c.add_argument("--crash-on-topic", default="")
     c.add_argument("--max-deliver", type=int, default=5)
     c.add_argument("--kill-after", type=int, default=0)
