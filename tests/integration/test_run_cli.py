@@ -116,8 +116,13 @@ def test_signal_mid_run(tmp_path: Path, target: str, sig: signal.Signals) -> Non
     """A signal to the running command, or to rxbus run (which passes it on, once): done names
     the signal, the exit code is 128 + n, and the output before it arrived."""
     # The command outlives the test's patience: one that exits on its own is never mistaken
-    # for one that got the signal.
-    script = "import time\nprint('ready', flush=True)\ntime.sleep(600)\n"
+    # for one that got the signal. It sets Python's SIGINT handler itself: started from a
+    # background job (`cmd &` without job control, as scripts/soak.sh runs) the suite inherits
+    # SIGINT ignored, so would the command, and Python keeps an inherited "ignore" for SIGINT.
+    script = (
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "print('ready', flush=True)\ntime.sleep(600)\n"
+    )
     with IngestCounter() as server:
         proc = subprocess.Popen(
             run_cmd(
