@@ -24,7 +24,6 @@ from tests.integration.redis_server import RedisServer, running_redis
 pytestmark = [pytest.mark.needs_redis, pytest.mark.slow, pytest.mark.timeout(180)]
 
 COUNT = 100_000
-ID_LINE = 31  # 30-character event id + newline
 
 
 @pytest.fixture
@@ -43,10 +42,6 @@ def spawn(*args: str) -> subprocess.Popen[bytes]:
 
 def lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
-
-
-def handled_so_far(path: Path) -> int:
-    return path.stat().st_size // ID_LINE if path.exists() else 0
 
 
 def test_killed_consumer_work_is_claimed_and_every_event_handled(
